@@ -1,0 +1,38 @@
+// Training windows: the dataset is cut into consecutive, non-overlapping windows of seq_len
+// tokens; an endless stream visits them epoch by epoch, each epoch in a fresh order that
+// depends only on (seed, epoch). The k-th window of the stream is a pure function of k, so a
+// run resumes from a saved position k exactly. One sampler caches one epoch's order, so it is
+// not safe to share across threads; the dataset must outlive it.
+#pragma once
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "data/token_dataset.h"
+
+namespace meshtrain::data {
+
+class WindowSampler {
+ public:
+  WindowSampler(const TokenDataset& dataset, int64_t seq_len, uint64_t seed);
+
+  int64_t num_windows() const { return num_windows_; }
+  int64_t seq_len() const { return seq_len_; }
+  // Window index (into the dataset) of stream position k >= 0.
+  int64_t window_at(int64_t k) const;
+  // input_ids [count, seq_len] (int64) for stream positions [first, first + count).
+  at::Tensor batch(int64_t first, int64_t count) const;
+
+ private:
+  const std::vector<int64_t>& order_of_epoch(int64_t epoch) const;
+
+  const TokenDataset& dataset_;
+  int64_t seq_len_;
+  uint64_t seed_;
+  int64_t num_windows_;
+  mutable int64_t cached_epoch_ = -1;
+  mutable std::vector<int64_t> cached_order_;
+};
+
+}  // namespace meshtrain::data

@@ -1,0 +1,97 @@
+#include "models/llama.h"
+
+#include "util/check.h"
+
+namespace meshtrain::models {
+
+namespace {
+
+// FNV-1a: a hash of the parameter name that is the same on every platform and build.
+uint64_t stable_hash(const std::string& s) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char ch : s) h = (h ^ ch) * 1099511628211ull;
+  return h;
+}
+
+}  // namespace
+
+LlamaDecoderLayer::LlamaDecoderLayer(const LlamaConfig& c) {
+  self_attn = register_module("self_attn", std::make_shared<nn::Attention>(nn::AttentionShape{
+      c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.attention_bias}));
+  mlp = register_module("mlp", std::make_shared<nn::Mlp>(c.hidden_size, c.intermediate_size, c.mlp_bias));
+  input_layernorm = register_module("input_layernorm", std::make_shared<nn::RMSNorm>(c.hidden_size, c.rms_norm_eps));
+  post_attention_layernorm = register_module(
+      "post_attention_layernorm", std::make_shared<nn::RMSNorm>(c.hidden_size, c.rms_norm_eps));
+}
+
+at::Tensor LlamaDecoderLayer::forward(const at::Tensor& hidden, const nn::RopeTables& rope) {
+  auto h = hidden + self_attn->forward(input_layernorm->forward(hidden), rope);
+  return h + mlp->forward(post_attention_layernorm->forward(h));
+}
+
+LlamaModel::LlamaModel(const LlamaConfig& c) : rotary_(c.head_dim, c.rope_theta, c.rope_scaling) {
+  embed_tokens = register_module("embed_tokens", std::make_shared<nn::Embedding>(c.vocab_size, c.hidden_size));
+  auto list = torch::nn::ModuleList();
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    layers.push_back(std::make_shared<LlamaDecoderLayer>(c));
+    list->push_back(layers.back());
+  }
+  register_module("layers", list);
+  norm = register_module("norm", std::make_shared<nn::RMSNorm>(c.hidden_size, c.rms_norm_eps));
+}
+
+at::Tensor LlamaModel::forward(const at::Tensor& input_ids, const at::Tensor& position_ids) {
+  auto hidden = embed_tokens->forward(input_ids);
+  auto rope = rotary_.tables(position_ids, hidden.scalar_type());
+  for (size_t i = 0; i < layers.size(); ++i) {
+    auto& layer = layers[i];
+    hidden = runner->run(static_cast<int64_t>(i),
+                         [&](const at::Tensor& x) { return layer->forward(x, rope); }, hidden);
+  }
+  return norm->forward(hidden);
+}
+
+LlamaForCausalLM::LlamaForCausalLM(const LlamaConfig& c) : config_(c) {
+  model = register_module("model", std::make_shared<LlamaModel>(c));
+  if (!c.tie_word_embeddings)
+    lm_head = register_module("lm_head", std::make_shared<nn::Linear>(c.hidden_size, c.vocab_size, false));
+  for (auto& [name, p] : named_params()) placements_[name] = nn::ParamPlacement::whole(p.sizes().vec());
+}
+
+at::Tensor LlamaForCausalLM::forward(const at::Tensor& input_ids, const at::Tensor& position_ids) {
+  MT_CHECK(input_ids.dim() == 2, "input_ids must be [B, T], got ", input_ids.sizes());
+  auto positions = position_ids.defined()
+                       ? position_ids
+                       : at::arange(input_ids.size(1), input_ids.options()).unsqueeze(0).expand_as(input_ids);
+  auto hidden = model->forward(input_ids, positions);
+  if (lm_head) return lm_head->forward(hidden);
+  return at::linear(hidden, model->embed_tokens->weight);
+}
+
+std::vector<std::pair<std::string, at::Tensor>> LlamaForCausalLM::named_params() const {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& item : named_parameters(/*recurse=*/true)) out.emplace_back(item.key(), item.value());
+  return out;
+}
+
+void LlamaForCausalLM::init_weights(uint64_t seed) {
+  at::NoGradGuard no_grad;
+  for (auto& [name, p] : named_params()) {
+    const auto& place = placements_.at(name);
+    const bool is_norm = name.find("norm.weight") != std::string::npos;
+    const bool is_bias = name.ends_with(".bias");
+    if (is_norm || is_bias) {
+      p.fill_(is_norm ? 1.0 : 0.0);
+      continue;
+    }
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(seed ^ stable_hash(name));
+    auto full = at::normal(0.0, config_.initializer_range, place.global_shape, gen);
+    if (name == "model.embed_tokens.weight" && config_.pad_token_id)
+      full[*config_.pad_token_id].zero_();
+    for (size_t d = 0; d < place.offset.size(); ++d)
+      full = full.narrow(static_cast<int64_t>(d), place.offset[d], p.size(static_cast<int64_t>(d)));
+    p.copy_(full);
+  }
+}
+
+}  // namespace meshtrain::models

@@ -1,0 +1,74 @@
+// LlamaForCausalLM with Hugging Face's math and parameter names (model.embed_tokens.weight,
+// model.layers.N.self_attn.q_proj.weight, ..., lm_head.weight). Written serially; parallelism
+// enters only through the nn/ seams and the per-parameter placement records.
+#pragma once
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "models/llama_config.h"
+#include "nn/attention.h"
+#include "nn/layer_runner.h"
+#include "nn/linear.h"
+#include "nn/mlp.h"
+#include "nn/placement.h"
+#include "nn/rms_norm.h"
+
+namespace meshtrain::models {
+
+class LlamaDecoderLayer : public torch::nn::Module {
+ public:
+  explicit LlamaDecoderLayer(const LlamaConfig& c);
+  at::Tensor forward(const at::Tensor& hidden, const nn::RopeTables& rope);
+
+  std::shared_ptr<nn::RMSNorm> input_layernorm, post_attention_layernorm;
+  std::shared_ptr<nn::Attention> self_attn;
+  std::shared_ptr<nn::Mlp> mlp;
+};
+
+class LlamaModel : public torch::nn::Module {
+ public:
+  explicit LlamaModel(const LlamaConfig& c);
+  // input_ids [B, T], position_ids [B, T] -> final hidden states [B, T, D]
+  at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& position_ids);
+
+  std::shared_ptr<nn::Embedding> embed_tokens;
+  std::vector<std::shared_ptr<LlamaDecoderLayer>> layers;
+  std::shared_ptr<nn::RMSNorm> norm;
+  std::shared_ptr<nn::LayerRunner> runner = std::make_shared<nn::LayerRunner>();
+
+ private:
+  nn::RotaryEmbedding rotary_;
+};
+
+class LlamaForCausalLM : public torch::nn::Module {
+ public:
+  explicit LlamaForCausalLM(const LlamaConfig& c);
+
+  // input_ids [B, T] -> logits [B, T, V]. position_ids default to 0..T-1 for every row.
+  at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& position_ids = {});
+
+  // Fresh weights as HF initialises them (normal(0, initializer_range) for matrices, ones for
+  // norms, zeros for biases, a zero padding row), each drawn from a generator keyed by
+  // (seed, parameter name) over its global shape, so any shard gets its slice of the same draw.
+  void init_weights(uint64_t seed);
+
+  // Parameters by HF name, in registration order; tied checkpoints have no lm_head.weight.
+  std::vector<std::pair<std::string, at::Tensor>> named_params() const;
+  const nn::ParamPlacement& placement(const std::string& name) const { return placements_.at(name); }
+  nn::ParamPlacement& placement(const std::string& name) { return placements_.at(name); }
+
+  const LlamaConfig& config() const { return config_; }
+  std::shared_ptr<LlamaModel> model;
+  std::shared_ptr<nn::Linear> lm_head;  // null when tied
+
+ private:
+  LlamaConfig config_;
+  std::map<std::string, nn::ParamPlacement> placements_;
+};
+
+}  // namespace meshtrain::models

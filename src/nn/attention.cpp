@@ -1,0 +1,25 @@
+#include "nn/attention.h"
+
+#include <cmath>
+
+namespace meshtrain::nn {
+
+Attention::Attention(const AttentionShape& s) : head_dim_(s.head_dim) {
+  q_proj = register_module("q_proj", std::make_shared<Linear>(s.hidden_size, s.num_heads * s.head_dim, s.bias));
+  k_proj = register_module("k_proj", std::make_shared<Linear>(s.hidden_size, s.num_kv_heads * s.head_dim, s.bias));
+  v_proj = register_module("v_proj", std::make_shared<Linear>(s.hidden_size, s.num_kv_heads * s.head_dim, s.bias));
+  o_proj = register_module("o_proj", std::make_shared<Linear>(s.num_heads * s.head_dim, s.hidden_size, s.bias));
+}
+
+at::Tensor Attention::forward(const at::Tensor& x, const RopeTables& rope) {
+  const int64_t B = x.size(0), T = x.size(1);
+  // Head counts come from the projections' outputs, so a tensor-parallel shard sees H/tp.
+  auto heads = [&](const at::Tensor& y) { return y.view({B, T, -1, head_dim_}).transpose(1, 2); };
+  auto q = apply_rotary(heads(q_proj->forward(x)), rope);
+  auto k = apply_rotary(heads(k_proj->forward(x)), rope);
+  auto v = heads(v_proj->forward(x));
+  auto out = core_->forward(q, k, v, 1.0 / std::sqrt(static_cast<double>(head_dim_))).out;
+  return o_proj->forward(out.transpose(1, 2).reshape({B, T, -1}));
+}
+
+}  // namespace meshtrain::nn

@@ -1,0 +1,32 @@
+// Self-attention with HF parameter names (q/k/v/o_proj), GQA and RoPE; the attention itself is
+// delegated to an AttentionCore (serial by default, ring or Ulysses when parallelised).
+#pragma once
+#include <torch/nn/module.h>
+
+#include <memory>
+
+#include "nn/attention_core.h"
+#include "nn/linear.h"
+#include "nn/rope.h"
+
+namespace meshtrain::nn {
+
+struct AttentionShape {
+  int64_t hidden_size, num_heads, num_kv_heads, head_dim;
+  bool bias;
+};
+
+class Attention : public torch::nn::Module {
+ public:
+  explicit Attention(const AttentionShape& shape);
+  at::Tensor forward(const at::Tensor& x, const RopeTables& rope);  // [B, T, D] -> [B, T, D]
+  void set_core(std::shared_ptr<AttentionCore> core) { core_ = std::move(core); }
+
+  std::shared_ptr<Linear> q_proj, k_proj, v_proj, o_proj;
+
+ private:
+  int64_t head_dim_;
+  std::shared_ptr<AttentionCore> core_ = std::make_shared<LocalCausalAttention>();
+};
+
+}  // namespace meshtrain::nn

@@ -1,0 +1,81 @@
+// meshtrain train: a fresh model from --config_name or an HF checkpoint from
+// --model_name_or_path, trained on --data. With neither, the default job: llama-tiny on
+// data/corpus.txt with configs/llama-tiny/train.json.
+#include <iostream>
+
+#include "data/token_dataset.h"
+#include "models/hf_weights.h"
+#include "tools/commands.h"
+#include "tools/flags.h"
+#include "train/trainer.h"
+#include "util/check.h"
+#include "util/files.h"
+
+namespace meshtrain::tools {
+
+namespace {
+
+constexpr const char* kDefaultConfig = "configs/llama-tiny/config.json";
+constexpr const char* kDefaultArgs = "configs/llama-tiny/train.json";
+constexpr const char* kDefaultData = "data/corpus.txt";
+
+std::vector<FlagSpec> train_flags() {
+  std::vector<FlagSpec> specs = {
+      {"model_name_or_path", "HF checkpoint directory to start from"},
+      {"config_name", std::string("HF config.json of a fresh model (default ") + kDefaultConfig + ")"},
+      {"data", std::string("token file: .npy .bin .txt .jsonl (default ") + kDefaultData + ")"},
+      {"seq_len", "tokens per training window (default 256)"},
+      {"args", "JSON file of TrainingArguments; flags override it (default job: " +
+                   std::string(kDefaultArgs) + ")"},
+  };
+  for (auto& [name, help] : train::TrainingArguments::field_help()) specs.push_back({name, help});
+  return specs;
+}
+
+}  // namespace
+
+int run_train(const Args& argv) {
+  Flags flags("train", train_flags(), argv);
+  if (flags.help_requested()) {
+    std::cout << flags.usage("[--config_name FILE | --model_name_or_path DIR] [--data PATH] [flags]");
+    return 0;
+  }
+  if (!flags.positional().empty())
+    throw UsageError("meshtrain train: unexpected argument '" + flags.positional()[0] + "'");
+  if (flags.has("config_name") && flags.has("model_name_or_path"))
+    throw UsageError("meshtrain train: give --config_name or --model_name_or_path, not both");
+  const bool default_job = !flags.has("config_name") && !flags.has("model_name_or_path");
+
+  train::TrainingArguments args;
+  std::string args_file = flags.get("args", default_job ? kDefaultArgs : "");
+  if (!args_file.empty()) {
+    args_file = resolve_path(args_file);
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(util::read_file(args_file));
+    } catch (const nlohmann::json::exception& e) {
+      throw UsageError("meshtrain train: " + args_file + " is not valid JSON: " + e.what());
+    }
+    args.update_from_json(j, args_file);
+  }
+  for (auto& [name, value] : flags.given())
+    if (train::TrainingArguments::has_field(name)) args.set(name, value);
+  args.validate();
+  const int64_t seq_len = flags.get_int("seq_len", 256);
+  if (seq_len < 2) throw UsageError("meshtrain train: --seq_len must be at least 2, got " + std::to_string(seq_len));
+
+  std::shared_ptr<models::LlamaForCausalLM> model;
+  if (flags.has("model_name_or_path")) {
+    model = models::load_pretrained(flags.require("model_name_or_path"));
+  } else {
+    model = std::make_shared<models::LlamaForCausalLM>(
+        models::LlamaConfig::load(resolve_path(flags.get("config_name", kDefaultConfig))));
+    model->init_weights(static_cast<uint64_t>(args.seed));
+  }
+  auto dataset = data::open_token_dataset(resolve_path(flags.get("data", kDefaultData)));
+  train::Trainer trainer(model, *dataset, seq_len, args);
+  trainer.train();
+  return 0;
+}
+
+}  // namespace meshtrain::tools

@@ -1,0 +1,22 @@
+// Training progress on stderr: a redrawn bar when stderr is a terminal, plain lines otherwise
+// (one per logging step), so logs and CI output stay readable.
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace meshtrain::util {
+
+class Progress {
+ public:
+  Progress(int64_t total_steps, int64_t first_step);
+  // Redraws the bar (terminal) each step; `line` is printed as a plain line when log is true.
+  void update(int64_t step, const std::string& line, bool log);
+  void finish();
+
+ private:
+  int64_t total_;
+  bool tty_;
+  std::string last_line_;
+};
+
+}  // namespace meshtrain::util

@@ -1,0 +1,112 @@
+// LlamaForCausalLM against Hugging Face transformers: golden files written by
+// scripts/make_golden.py (weights, inputs, logits, loss and every gradient, fp32).
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "io/safetensors.h"
+#include "models/hf_weights.h"
+#include "nn/causal_lm_loss.h"
+#include "util/check.h"
+
+using namespace meshtrain;
+
+namespace {
+
+std::filesystem::path golden_dir(const std::string& name) {
+  return std::filesystem::path(MESHTRAIN_SOURCE_DIR) / "tests" / "golden" / name;
+}
+
+double max_rel_diff(const at::Tensor& a, const at::Tensor& b) {
+  return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item<double>();
+}
+
+class Golden : public ::testing::TestWithParam<std::string> {};
+
+}  // namespace
+
+TEST_P(Golden, LogitsLossAndGradientsMatchTransformers) {
+  auto dir = golden_dir(GetParam());
+  auto model = models::load_pretrained(dir);
+  io::SafetensorsFile golden(dir / "golden.safetensors");
+  auto input_ids = golden.read("input_ids");
+  auto labels = golden.read("labels");
+
+  auto logits = model->forward(input_ids);
+  EXPECT_LT(max_rel_diff(logits, golden.read("logits")), 1e-5);
+
+  auto targets = nn::shift_labels(labels);
+  auto loss = nn::cross_entropy_sum(logits, targets) / nn::count_targets(targets);
+  EXPECT_NEAR(loss.item<double>(), golden.read("loss").item<double>(), 1e-5);
+
+  loss.backward();
+  int checked = 0;
+  for (auto& [name, p] : model->named_params()) {
+    ASSERT_TRUE(golden.contains("grad." + name)) << name;
+    EXPECT_LT(max_rel_diff(p.grad(), golden.read("grad." + name)), 1e-4) << name;
+    ++checked;
+  }
+  EXPECT_EQ(checked, static_cast<int>(golden.names().size()) - 4);
+}
+
+INSTANTIATE_TEST_SUITE_P(Transformers, Golden,
+                         ::testing::Values("llama", "llama-tied-llama3", "llama-linear"),
+                         [](const auto& info) {
+                           std::string n = info.param;
+                           std::replace(n.begin(), n.end(), '-', '_');
+                           return n;
+                         });
+
+TEST(LlamaConfig, RejectsUnknownModelTypeAndInconsistentFields) {
+  auto base = models::LlamaConfig::load(golden_dir("llama")).raw;
+  auto expect_error = [](nlohmann::json j, const std::string& phrase) {
+    try {
+      models::LlamaConfig::from_json(j, "cfg");
+      ADD_FAILURE() << "expected an error containing: " << phrase;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(phrase), std::string::npos) << e.what();
+    }
+  };
+  auto j = base;
+  j["model_type"] = "gpt2";
+  expect_error(j, "unsupported model_type \"gpt2\"");
+  j = base;
+  j["num_key_value_heads"] = 3;
+  expect_error(j, "num_attention_heads 4 is not a multiple of num_key_value_heads 3");
+  j = base;
+  j.erase("vocab_size");
+  expect_error(j, "missing required field \"vocab_size\"");
+  j = base;
+  j["hidden_size"] = "big";
+  expect_error(j, "field \"hidden_size\" has the wrong type");
+  j = base;
+  j["rope_parameters"] = {{"rope_type", "yarn"}, {"factor", 2.0}};
+  expect_error(j, "unsupported rope_type \"yarn\"");
+}
+
+TEST(LlamaConfig, ReadsTransformers4RopeSpelling) {
+  auto j = models::LlamaConfig::load(golden_dir("llama-tied-llama3")).raw;
+  auto params = j["rope_parameters"];
+  j.erase("rope_parameters");
+  j["rope_theta"] = params["rope_theta"];
+  j["rope_scaling"] = params;
+  auto c = models::LlamaConfig::from_json(j, "v4");
+  EXPECT_EQ(c.rope_theta, 500000.0);
+  EXPECT_EQ(c.rope_scaling.type, nn::RopeScaling::Type::Llama3);
+  EXPECT_EQ(c.rope_scaling.original_max_position_embeddings, 8);
+}
+
+TEST(LlamaInit, ShardOfAFreshModelIsTheSliceOfTheWholeOne) {
+  auto c = models::LlamaConfig::load(golden_dir("llama"));
+  models::LlamaForCausalLM whole(c), shard(c);
+  whole.init_weights(7);
+  // Pretend q_proj rows [16, 32) are this rank's shard: same draw, sliced.
+  auto& place = shard.placement("model.layers.0.self_attn.q_proj.weight");
+  place.offset = {16, 0};
+  auto q = shard.model->layers[0]->self_attn->q_proj;
+  q->weight.set_data(q->weight.detach().narrow(0, 0, 16).clone());
+  shard.init_weights(7);
+  EXPECT_TRUE(at::equal(q->weight, whole.model->layers[0]->self_attn->q_proj->weight.narrow(0, 16, 16)));
+  EXPECT_TRUE(at::equal(shard.model->norm->weight, at::ones({c.hidden_size})));
+  auto std = whole.model->embed_tokens->weight.std().item<double>();
+  EXPECT_NEAR(std, c.initializer_range, 0.2 * c.initializer_range);
+}
