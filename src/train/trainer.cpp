@@ -19,6 +19,19 @@ namespace meshtrain::train {
 
 namespace fs = std::filesystem;
 
+double accumulate_gradients(models::LlamaForCausalLM& model, const std::vector<MicroBatch>& micro_batches) {
+  int64_t step_targets = 0;
+  for (auto& mb : micro_batches) step_targets += nn::count_targets(mb.targets);
+  const double denominator = static_cast<double>(std::max<int64_t>(step_targets, 1));
+  double loss_sum = 0.0;
+  for (auto& mb : micro_batches) {
+    auto sum = nn::cross_entropy_sum(model.forward(mb.input_ids), mb.targets);
+    (sum / denominator).backward();
+    loss_sum += sum.item<double>();
+  }
+  return loss_sum / denominator;
+}
+
 Trainer::Trainer(std::shared_ptr<models::LlamaForCausalLM> model, const data::TokenDataset& dataset,
                  int64_t seq_len, TrainingArguments args)
     : model_(std::move(model)), dataset_(dataset), seq_len_(seq_len), args_(std::move(args)) {
@@ -68,22 +81,13 @@ std::vector<StepRecord> Trainer::train() {
   auto interval_start = std::chrono::steady_clock::now();
 
   for (int64_t step = state.global_step; step < args_.max_steps; ++step) {
-    // The step's micro-batches and its target count come first: each micro-batch's loss sum is
-    // divided by the count of the whole step, so accumulation gives the token-weighted mean.
-    std::vector<at::Tensor> inputs, targets;
-    int64_t step_targets = 0;
+    std::vector<MicroBatch> micro_batches;
     for (int64_t m = 0; m < accum; ++m) {
-      inputs.push_back(sampler.batch(state.data_position, micro));
+      auto ids = sampler.batch(state.data_position, micro);
       state.data_position += micro;
-      targets.push_back(nn::shift_labels(inputs.back()));
-      step_targets += nn::count_targets(targets.back());
+      micro_batches.push_back({ids, nn::shift_labels(ids)});
     }
-    double loss_sum = 0.0;
-    for (int64_t m = 0; m < accum; ++m) {
-      auto sum = nn::cross_entropy_sum(model_->forward(inputs[m]), targets[m]);
-      (sum / static_cast<double>(std::max<int64_t>(step_targets, 1))).backward();
-      loss_sum += sum.item<double>();
-    }
+    const double loss = accumulate_gradients(*model_, micro_batches);
     const double grad_norm = clip_grad_norm(params, args_.max_grad_norm);
     const double lr = args_.learning_rate *
                       lr_multiplier(args_.lr_scheduler_type, step, args_.warmup_steps, args_.max_steps);
@@ -91,7 +95,6 @@ std::vector<StepRecord> Trainer::train() {
     optimizer.zero_grad();
     state.global_step = step + 1;
 
-    const double loss = loss_sum / static_cast<double>(std::max<int64_t>(step_targets, 1));
     records.push_back({state.global_step, loss, grad_norm, lr});
     interval_loss += loss;
     interval_tokens += micro * accum * seq_len_;

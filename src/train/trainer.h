@@ -18,6 +18,16 @@ struct StepRecord {
   double lr;
 };
 
+struct MicroBatch {
+  at::Tensor input_ids;  // [B, T]
+  at::Tensor targets;    // [B, T], labels already shifted (nn::shift_labels)
+};
+
+// Forward and backward over one optimizer step's micro-batches, accumulating into .grad: each
+// micro-batch's loss sum is divided by the target count of the whole step, so the gradient is
+// that of the token-weighted mean, never a mean of per-micro-batch means. Returns that mean.
+double accumulate_gradients(models::LlamaForCausalLM& model, const std::vector<MicroBatch>& micro_batches);
+
 class Trainer {
  public:
   Trainer(std::shared_ptr<models::LlamaForCausalLM> model, const data::TokenDataset& dataset,

@@ -110,3 +110,34 @@ TEST(LlamaInit, ShardOfAFreshModelIsTheSliceOfTheWholeOne) {
   auto std = whole.model->embed_tokens->weight.std().item<double>();
   EXPECT_NEAR(std, c.initializer_range, 0.2 * c.initializer_range);
 }
+
+TEST(HfLayout, ShardedTiedSaveRoundTripsAndLoadsInTransformers) {
+  auto src = golden_dir("llama-tied-llama3");
+  auto model = models::load_pretrained(src);
+  auto out = std::filesystem::temp_directory_path() / ("mt_hf_layout_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(out);
+  models::save_hf_checkpoint(*model, out, /*max_shard_bytes=*/40000);
+  ASSERT_TRUE(std::filesystem::exists(out / "model.safetensors.index.json"));
+  io::CheckpointReader saved(out);
+  EXPECT_FALSE(saved.contains("lm_head.weight"));  // tied: HF re-ties on load
+  auto reloaded = models::load_pretrained(out);
+  auto a = model->named_params(), b = reloaded->named_params();
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(at::equal(a[i].second, b[i].second)) << a[i].first;
+
+  const std::string python = MESHTRAIN_PYTHON;
+  if (!python.empty()) {
+    auto cmd = python + " " + MESHTRAIN_SOURCE_DIR + "/tests/tools/hf_check.py golden " + out.string() + " " +
+               (src / "golden.safetensors").string() + " 2>&1";
+    FILE* pipe = popen(cmd.c_str(), "r");
+    ASSERT_NE(pipe, nullptr);
+    std::string text;
+    char buf[512];
+    while (fgets(buf, sizeof buf, pipe)) text += buf;
+    ASSERT_EQ(pclose(pipe), 0) << text;
+    auto pos = text.find("max_abs_logit_diff: ");
+    ASSERT_NE(pos, std::string::npos) << text;
+    EXPECT_LT(std::stod(text.substr(pos + 20)), 1e-5) << text;
+  }
+  std::filesystem::remove_all(out);
+}

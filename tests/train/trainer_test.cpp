@@ -1,0 +1,229 @@
+// The trainer's pieces against their definitions: token-weighted accumulation, HF's LR
+// schedules, clipping, AdamW, and a resume from checkpoint-N that reproduces the
+// uninterrupted run exactly.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <fstream>
+
+#include "data/token_dataset.h"
+#include "models/llama.h"
+#include "nn/causal_lm_loss.h"
+#include "train/adamw.h"
+#include "train/checkpoint.h"
+#include "train/grad_clip.h"
+#include "train/lr_schedule.h"
+#include "train/trainer.h"
+#include "util/check.h"
+
+using namespace meshtrain;
+namespace fs = std::filesystem;
+
+namespace {
+
+models::LlamaConfig tiny_config() {
+  return models::LlamaConfig::load(fs::path(MESHTRAIN_SOURCE_DIR) / "configs/llama-tiny");
+}
+
+std::shared_ptr<models::LlamaForCausalLM> fresh_model(uint64_t seed = 1) {
+  auto m = std::make_shared<models::LlamaForCausalLM>(tiny_config());
+  m->init_weights(seed);
+  return m;
+}
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    path = fs::temp_directory_path() / ("mt_train_" + std::to_string(::getpid()) + "_" +
+                                        std::to_string(counter()++));
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempDir() { fs::remove_all(path); }
+  static int& counter() {
+    static int c = 0;
+    return c;
+  }
+};
+
+std::map<std::string, at::Tensor> grads_of(models::LlamaForCausalLM& m) {
+  std::map<std::string, at::Tensor> g;
+  for (auto& [name, p] : m.named_params()) g[name] = p.grad().clone();
+  return g;
+}
+
+train::TrainingArguments small_args(const fs::path& out) {
+  train::TrainingArguments a;
+  a.per_device_train_batch_size = 2;
+  a.gradient_accumulation_steps = 2;
+  a.learning_rate = 1e-2;
+  a.weight_decay = 0.1;
+  a.max_steps = 6;
+  a.warmup_steps = 2;
+  a.lr_scheduler_type = train::LrSchedulerType::Cosine;
+  a.logging_steps = 1;
+  a.save_steps = 3;
+  a.output_dir = out.string();
+  return a;
+}
+
+}  // namespace
+
+TEST(Accumulation, GradientIsTheTokenWeightedMeanOverTheWholeStep) {
+  at::manual_seed(0);
+  auto ids = at::randint(0, 256, {2, 16});
+  auto targets = nn::shift_labels(ids);
+  targets[0].slice(0, 0, 12).fill_(nn::kIgnoreIndex);  // row 0 keeps 3 targets, row 1 keeps 15
+
+  auto whole = fresh_model();
+  double loss_whole = train::accumulate_gradients(*whole, {{ids, targets}});
+  auto split = fresh_model();
+  double loss_split = train::accumulate_gradients(
+      *split, {{ids.slice(0, 0, 1), targets.slice(0, 0, 1)}, {ids.slice(0, 1, 2), targets.slice(0, 1, 2)}});
+  EXPECT_NEAR(loss_split, loss_whole, 1e-6);
+  auto gw = grads_of(*whole), gs = grads_of(*split);
+  for (auto& [name, g] : gw) EXPECT_TRUE(at::allclose(gs[name], g, 1e-5, 1e-7)) << name;
+
+  // A mean of per-micro-batch means would weigh row 0's 3 targets like row 1's 15.
+  auto m0 = fresh_model();
+  double mean0 = train::accumulate_gradients(*m0, {{ids.slice(0, 0, 1), targets.slice(0, 0, 1)}});
+  double mean1 = train::accumulate_gradients(*m0, {{ids.slice(0, 1, 2), targets.slice(0, 1, 2)}});
+  EXPECT_GT(std::abs((mean0 + mean1) / 2 - loss_whole), 1e-4);
+  EXPECT_NEAR((3 * mean0 + 15 * mean1) / 18, loss_whole, 1e-6);
+}
+
+TEST(LrSchedule, MatchesHuggingFaceSchedulers) {
+  using train::LrSchedulerType;
+  // warmup 10, total 110
+  EXPECT_DOUBLE_EQ(train::lr_multiplier(LrSchedulerType::Linear, 0, 10, 110), 0.0);
+  EXPECT_DOUBLE_EQ(train::lr_multiplier(LrSchedulerType::Linear, 5, 10, 110), 0.5);
+  EXPECT_DOUBLE_EQ(train::lr_multiplier(LrSchedulerType::Linear, 10, 10, 110), 1.0);
+  EXPECT_DOUBLE_EQ(train::lr_multiplier(LrSchedulerType::Linear, 60, 10, 110), 0.5);
+  EXPECT_DOUBLE_EQ(train::lr_multiplier(LrSchedulerType::Linear, 110, 10, 110), 0.0);
+  EXPECT_NEAR(train::lr_multiplier(LrSchedulerType::Cosine, 60, 10, 110), 0.5, 1e-12);
+  EXPECT_NEAR(train::lr_multiplier(LrSchedulerType::Cosine, 35, 10, 110), 0.5 * (1 + std::cos(M_PI / 4)), 1e-12);
+  EXPECT_DOUBLE_EQ(train::lr_multiplier(LrSchedulerType::Constant, 3, 10, 110), 1.0);
+  EXPECT_DOUBLE_EQ(train::lr_multiplier(LrSchedulerType::ConstantWithWarmup, 3, 10, 110), 0.3);
+  EXPECT_DOUBLE_EQ(train::lr_multiplier(LrSchedulerType::ConstantWithWarmup, 50, 10, 110), 1.0);
+}
+
+TEST(GradClip, ScalesToMaxNormAndReportsTheNormBefore) {
+  auto a = at::zeros({2}).requires_grad_(), b = at::zeros({1}).requires_grad_();
+  a.mutable_grad() = at::tensor({3.0f, 0.0f});
+  b.mutable_grad() = at::tensor({4.0f});
+  EXPECT_NEAR(train::clip_grad_norm({a, b}, 1.0), 5.0, 1e-6);
+  EXPECT_NEAR(train::global_grad_norm({a, b}), 1.0, 1e-5);
+  EXPECT_NEAR(a.grad()[0].item<double>(), 0.6, 1e-5);
+  EXPECT_NEAR(train::clip_grad_norm({a, b}, 10.0), 1.0, 1e-5);  // under the limit: unchanged
+  EXPECT_NEAR(b.grad()[0].item<double>(), 0.8, 1e-5);
+}
+
+TEST(AdamW, OneStepMatchesTheFormulaAndSkipsDecayOnNormsAndBiases) {
+  EXPECT_TRUE(train::decays("model.layers.0.mlp.up_proj.weight"));
+  EXPECT_FALSE(train::decays("model.layers.0.input_layernorm.weight"));
+  EXPECT_FALSE(train::decays("model.norm.weight"));
+  EXPECT_FALSE(train::decays("model.layers.0.self_attn.q_proj.bias"));
+
+  auto w = at::tensor({1.0f, -2.0f}).requires_grad_();
+  auto n = at::tensor({1.0f}).requires_grad_();
+  train::AdamW opt({{"x.weight", w}, {"x_norm.weight", n}}, {0.9, 0.99, 1e-8, 0.5});
+  w.mutable_grad() = at::tensor({0.5f, 0.25f});
+  n.mutable_grad() = at::tensor({1.0f});
+  for (int step = 1; step <= 2; ++step) opt.step(0.1);
+  // Two steps with the same gradient g: m_hat = g, v_hat = g², so each update is lr·sign(g);
+  // decoupled decay multiplies by (1 - lr·wd) first, for w only.
+  double w0 = 1.0;
+  for (int s = 0; s < 2; ++s) w0 = w0 * (1 - 0.1 * 0.5) - 0.1 * 0.5 / (0.5 + 1e-8);
+  EXPECT_NEAR(w[0].item<double>(), w0, 1e-6);
+  EXPECT_NEAR(n[0].item<double>(), 1.0 - 0.2, 1e-6);
+  EXPECT_EQ(opt.steps_taken(), 2);
+}
+
+TEST(Trainer, ResumeFromCheckpointReproducesTheUninterruptedRunExactly) {
+  TempDir dir;
+  auto data = data::open_token_dataset(fs::path(MESHTRAIN_SOURCE_DIR) / "data/corpus.txt");
+
+  auto full_model = fresh_model(3);
+  train::Trainer full(full_model, *data, 32, small_args(dir.path / "full"));
+  full.verbose = false;
+  full.peak_flops = 1e9;
+  auto full_records = full.train();
+  ASSERT_EQ(full_records.size(), 6u);
+  ASSERT_TRUE(fs::exists(dir.path / "full/checkpoint-3/optimizer.safetensors"));
+  EXPECT_TRUE(fs::exists(dir.path / "full/model.safetensors"));
+  EXPECT_FALSE(fs::exists(dir.path / "full/checkpoint-6"));  // the final model is saved instead
+
+  auto args = small_args(dir.path / "resumed");
+  args.resume_from_checkpoint = (dir.path / "full/checkpoint-3").string();
+  auto resumed_model = fresh_model(99);  // different init: everything must come from the checkpoint
+  train::Trainer resumed(resumed_model, *data, 32, args);
+  resumed.verbose = false;
+  resumed.peak_flops = 1e9;
+  auto resumed_records = resumed.train();
+  ASSERT_EQ(resumed_records.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(resumed_records[i].step, full_records[i + 3].step);
+    EXPECT_EQ(resumed_records[i].loss, full_records[i + 3].loss) << "step " << resumed_records[i].step;
+    EXPECT_EQ(resumed_records[i].lr, full_records[i + 3].lr);
+  }
+  auto a = full_model->named_params(), b = resumed_model->named_params();
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(at::equal(a[i].second, b[i].second)) << a[i].first;
+
+  // metrics.jsonl: one object per logging step with every field.
+  std::ifstream metrics(dir.path / "full/metrics.jsonl");
+  std::string line;
+  int lines = 0;
+  while (std::getline(metrics, line)) {
+    auto j = nlohmann::json::parse(line);
+    for (auto key : {"step", "loss", "grad_norm", "lr", "tokens", "tokens_per_s", "mfu"})
+      EXPECT_TRUE(j.contains(key)) << key;
+    EXPECT_EQ(j["tokens"].get<int64_t>(), j["step"].get<int64_t>() * 4 * 32);
+    ++lines;
+  }
+  EXPECT_EQ(lines, 6);
+}
+
+TEST(Checkpoint, LatestIgnoresUnfinishedTemporaryDirectories) {
+  TempDir dir;
+  auto model = fresh_model();
+  train::AdamW opt(model->named_params(), {});
+  train::save_training_checkpoint(dir.path, *model, opt, {7, 28, nlohmann::json::object()});
+  fs::create_directories(dir.path / ".checkpoint-9.tmp");  // a save that crashed midway
+  EXPECT_EQ(train::latest_checkpoint(dir.path), dir.path / "checkpoint-7");
+  // Saving the same step again replaces it whole.
+  train::save_training_checkpoint(dir.path, *model, opt, {7, 30, nlohmann::json::object()});
+  auto state = train::load_training_checkpoint(dir.path / "checkpoint-7", *model, opt);
+  EXPECT_EQ(state.data_position, 30);
+  EXPECT_FALSE(fs::exists(dir.path / ".checkpoint-7.old"));
+}
+
+TEST(Checkpoint, ATruncatedCheckpointIsAClearError) {
+  TempDir dir;
+  auto model = fresh_model();
+  train::AdamW opt(model->named_params(), {});
+  auto ckpt = train::save_training_checkpoint(dir.path, *model, opt, {2, 8, nlohmann::json::object()});
+  fs::resize_file(ckpt / "optimizer.safetensors", fs::file_size(ckpt / "optimizer.safetensors") / 2);
+  try {
+    train::load_training_checkpoint(ckpt, *model, opt);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("optimizer.safetensors"), std::string::npos) << e.what();
+  }
+}
+
+TEST(TrainingArguments, FlagsAndJsonAreValidated) {
+  train::TrainingArguments a;
+  a.update_from_json({{"learning_rate", 0.01}, {"lr_scheduler_type", "cosine"}, {"max_steps", 7}}, "args.json");
+  EXPECT_EQ(a.learning_rate, 0.01);
+  EXPECT_EQ(a.max_steps, 7);
+  EXPECT_EQ(a.lr_scheduler_type, train::LrSchedulerType::Cosine);
+  EXPECT_THROW(a.set("max_steps", "ten"), UsageError);
+  EXPECT_THROW(a.set("lr_scheduler_type", "exponential"), UsageError);
+  EXPECT_THROW(a.update_from_json({{"learning_rat", 1}}, "args.json"), UsageError);
+  a.warmup_steps = 8;
+  EXPECT_THROW(a.validate(), UsageError);
+  auto round_trip = train::TrainingArguments();
+  round_trip.update_from_json(a.to_json(), "self");
+  EXPECT_EQ(round_trip.to_json(), a.to_json());
+}
