@@ -127,6 +127,11 @@ uint64_t CheckpointReader::bytes_read() const {
 void save_checkpoint_tensors(const fs::path& dir,
                              const std::vector<std::pair<std::string, at::Tensor>>& tensors,
                              uint64_t max_shard_bytes) {
+  save_checkpoint_tensors(dir, specs_of(tensors), [&](size_t i) { return tensors[i].second; }, max_shard_bytes);
+}
+
+void save_checkpoint_tensors(const fs::path& dir, const std::vector<TensorSpec>& specs, const TensorSource& source,
+                             uint64_t max_shard_bytes) {
   std::error_code ec;
   fs::create_directories(dir, ec);
   MT_CHECK(!ec && fs::is_directory(dir), "cannot create checkpoint directory ", dir, ": ",
@@ -134,37 +139,40 @@ void save_checkpoint_tensors(const fs::path& dir,
   std::set<std::string> seen;
   std::vector<uint64_t> sizes;
   uint64_t total = 0;
-  for (const auto& [name, t] : tensors) {
-    MT_CHECK(seen.insert(name).second, "tensor name \"", name,
+  for (const auto& spec : specs) {
+    MT_CHECK(seen.insert(spec.name).second, "tensor name \"", spec.name,
              "\" appears twice in the checkpoint save to ", dir);
-    MT_CHECK(t.defined(), "cannot save undefined tensor \"", name, "\" to ", dir);
-    sizes.push_back(static_cast<uint64_t>(t.numel()) * c10::elementSize(t.scalar_type()));
-    total += sizes.back();
+    uint64_t n = c10::elementSize(spec.dtype);
+    for (int64_t d : spec.shape) n *= static_cast<uint64_t>(d);
+    sizes.push_back(n);
+    total += n;
   }
 
   std::set<std::string> written;
   if (max_shard_bytes == 0 || total <= max_shard_bytes) {
-    save_safetensors(dir / kSingleFile, tensors);
+    save_safetensors(dir / kSingleFile, specs, source);
     written.insert(kSingleFile);
   } else {
     // Greedy, in order: a new shard starts when the next tensor would push this one past the limit.
-    std::vector<std::vector<std::pair<std::string, at::Tensor>>> shards(1);
+    std::vector<std::vector<size_t>> shards(1);  // tensor indices per shard
     uint64_t shard_bytes = 0;
-    for (size_t i = 0; i < tensors.size(); ++i) {
+    for (size_t i = 0; i < specs.size(); ++i) {
       if (!shards.back().empty() && shard_bytes + sizes[i] > max_shard_bytes) {
         shards.emplace_back();
         shard_bytes = 0;
       }
-      shards.back().push_back(tensors[i]);
+      shards.back().push_back(i);
       shard_bytes += sizes[i];
     }
     nlohmann::json weight_map = nlohmann::json::object();
     for (size_t s = 0; s < shards.size(); ++s) {
       char file[64];
       std::snprintf(file, sizeof file, "model-%05zu-of-%05zu.safetensors", s + 1, shards.size());
-      save_safetensors(dir / file, shards[s]);
+      std::vector<TensorSpec> shard_specs;
+      for (size_t i : shards[s]) shard_specs.push_back(specs[i]);
+      save_safetensors(dir / file, shard_specs, [&](size_t k) { return source(shards[s][k]); });
       written.insert(file);
-      for (const auto& [name, t] : shards[s]) weight_map[name] = file;
+      for (size_t i : shards[s]) weight_map[specs[i].name] = file;
     }
     nlohmann::json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
     util::write_file_atomic(dir / kIndexFile, index.dump(2) + "\n");

@@ -38,5 +38,8 @@ class CheckpointReader {
 void save_checkpoint_tensors(const std::filesystem::path& dir,
                              const std::vector<std::pair<std::string, at::Tensor>>& tensors,
                              uint64_t max_shard_bytes = 0);
+// The same, with each tensor produced by source just before it is written.
+void save_checkpoint_tensors(const std::filesystem::path& dir, const std::vector<TensorSpec>& specs,
+                             const TensorSource& source, uint64_t max_shard_bytes = 0);
 
 }  // namespace meshtrain::io

@@ -50,6 +50,12 @@ std::optional<uint64_t> as_u64(const json& v) {
   return std::nullopt;
 }
 
+uint64_t nbytes_of(at::ScalarType dtype, const std::vector<int64_t>& shape) {
+  uint64_t n = c10::elementSize(dtype);
+  for (int64_t d : shape) n *= static_cast<uint64_t>(d);
+  return n;
+}
+
 uint64_t nbytes_of(const at::Tensor& t) {
   return static_cast<uint64_t>(t.numel()) * c10::elementSize(t.scalar_type());
 }
@@ -234,22 +240,35 @@ at::Tensor SafetensorsFile::read_slice(const std::string& name, int64_t dim, int
   return out;
 }
 
+std::vector<TensorSpec> specs_of(const std::vector<std::pair<std::string, at::Tensor>>& tensors) {
+  std::vector<TensorSpec> specs;
+  for (const auto& [name, t] : tensors) {
+    MT_CHECK(t.defined(), "cannot save undefined tensor \"", name, "\"");
+    specs.push_back({name, t.scalar_type(), t.sizes().vec()});
+  }
+  return specs;
+}
+
 void save_safetensors(const std::filesystem::path& path,
                       const std::vector<std::pair<std::string, at::Tensor>>& tensors,
                       const std::map<std::string, std::string>& metadata) {
+  save_safetensors(path, specs_of(tensors), [&](size_t i) { return tensors[i].second; }, metadata);
+}
+
+void save_safetensors(const std::filesystem::path& path, const std::vector<TensorSpec>& specs,
+                      const TensorSource& source, const std::map<std::string, std::string>& metadata) {
   // Header first, from dtypes and shapes alone, so the data can be streamed one tensor at a time.
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   std::set<std::string> seen;
   uint64_t offset = 0;
-  for (const auto& [name, t] : tensors) {
-    MT_CHECK(t.defined(), "cannot save undefined tensor \"", name, "\" to ", path);
+  for (const auto& [name, dtype, shape] : specs) {
     MT_CHECK(name != "__metadata__", "cannot save a tensor named \"__metadata__\" to ", path);
     MT_CHECK(seen.insert(name).second, "tensor name \"", name, "\" appears twice in the save to ",
              path);
-    const uint64_t n = nbytes_of(t);
-    header[name] = {{"dtype", dtype_name(t.scalar_type())},
-                    {"shape", t.sizes().vec()},
+    const uint64_t n = nbytes_of(dtype, shape);
+    header[name] = {{"dtype", dtype_name(dtype)},
+                    {"shape", shape},
                     {"data_offsets", {offset, offset + n}}};
     offset += n;
   }
@@ -271,8 +290,12 @@ void save_safetensors(const std::filesystem::path& path,
     for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(text.size() >> (8 * i));
     out.write(reinterpret_cast<const char*>(len), 8);
     out.write(text.data(), static_cast<std::streamsize>(text.size()));
-    for (const auto& [name, t] : tensors) {
-      const at::Tensor c = t.detach().to(at::kCPU).contiguous();
+    for (size_t i = 0; i < specs.size(); ++i) {
+      const auto& name = specs[i].name;
+      const at::Tensor c = source(i).detach().to(at::kCPU).contiguous();
+      MT_CHECK(c.scalar_type() == specs[i].dtype && c.sizes().vec() == specs[i].shape, "tensor \"", name,
+               "\" is ", dtype_name(c.scalar_type()), " ", c.sizes(), " but its spec says ",
+               dtype_name(specs[i].dtype), " ", at::IntArrayRef(specs[i].shape));
       const uint64_t n = nbytes_of(c);
       if (n > 0) out.write(static_cast<const char*>(c.data_ptr()), static_cast<std::streamsize>(n));
       MT_CHECK(out, "write failed: ", tmp, " (tensor \"", name, "\", ", n, " bytes)");

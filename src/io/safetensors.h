@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -54,10 +55,25 @@ class SafetensorsFile {
   mutable uint64_t bytes_read_ = 0;
 };
 
+// What a tensor to be written will be; its bytes come later from a TensorSource.
+struct TensorSpec {
+  std::string name;
+  at::ScalarType dtype;
+  std::vector<int64_t> shape;
+};
+// Produces tensor i of the spec list; called once per tensor, in order, so a caller can gather
+// each tensor just before it is written and drop it after.
+using TensorSource = std::function<at::Tensor(size_t index)>;
+
 // Writes tensors (any device / layout; stored contiguous, in their dtype) in the given order,
 // atomically (temporary name, then rename). metadata defaults to {"format": "pt"}.
+void save_safetensors(const std::filesystem::path& path, const std::vector<TensorSpec>& specs,
+                      const TensorSource& source,
+                      const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
 void save_safetensors(const std::filesystem::path& path,
                       const std::vector<std::pair<std::string, at::Tensor>>& tensors,
                       const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
+
+std::vector<TensorSpec> specs_of(const std::vector<std::pair<std::string, at::Tensor>>& tensors);
 
 }  // namespace meshtrain::io

@@ -74,6 +74,34 @@ std::vector<std::pair<std::string, at::Tensor>> LlamaForCausalLM::named_params()
   return out;
 }
 
+std::vector<std::pair<std::string, at::Tensor*>> LlamaForCausalLM::parameter_slots() {
+  std::vector<std::pair<std::string, at::Tensor*>> slots;
+  auto add = [&](const std::string& name, at::Tensor& t) {
+    if (t.defined()) slots.emplace_back(name, &t);
+  };
+  auto add_linear = [&](const std::string& prefix, nn::Linear& l) {
+    add(prefix + ".weight", l.weight);
+    add(prefix + ".bias", l.bias);
+  };
+  add("model.embed_tokens.weight", model->embed_tokens->weight);
+  for (size_t i = 0; i < model->layers.size(); ++i) {
+    auto& layer = *model->layers[i];
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    add_linear(p + "self_attn.q_proj", *layer.self_attn->q_proj);
+    add_linear(p + "self_attn.k_proj", *layer.self_attn->k_proj);
+    add_linear(p + "self_attn.v_proj", *layer.self_attn->v_proj);
+    add_linear(p + "self_attn.o_proj", *layer.self_attn->o_proj);
+    add_linear(p + "mlp.gate_proj", *layer.mlp->gate_proj);
+    add_linear(p + "mlp.up_proj", *layer.mlp->up_proj);
+    add_linear(p + "mlp.down_proj", *layer.mlp->down_proj);
+    add(p + "input_layernorm.weight", layer.input_layernorm->weight);
+    add(p + "post_attention_layernorm.weight", layer.post_attention_layernorm->weight);
+  }
+  add("model.norm.weight", model->norm->weight);
+  if (lm_head) add("lm_head.weight", lm_head->weight);
+  return slots;
+}
+
 void LlamaForCausalLM::init_weights(uint64_t seed) {
   at::NoGradGuard no_grad;
   for (auto& [name, p] : named_params()) {

@@ -59,6 +59,10 @@ class LlamaForCausalLM : public torch::nn::Module {
 
   // Parameters by HF name, in registration order; tied checkpoints have no lm_head.weight.
   std::vector<std::pair<std::string, at::Tensor>> named_params() const;
+  // Where each parameter is read during forward, by HF name: the member the module uses. A
+  // parallel unit may point it at a different tensor (FSDP: the gathered full weight) while
+  // the registered parameter holds this rank's shard.
+  std::vector<std::pair<std::string, at::Tensor*>> parameter_slots();
   const nn::ParamPlacement& placement(const std::string& name) const { return placements_.at(name); }
   nn::ParamPlacement& placement(const std::string& name) { return placements_.at(name); }
 

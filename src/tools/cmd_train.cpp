@@ -7,6 +7,7 @@
 #include "models/hf_weights.h"
 #include "tools/commands.h"
 #include "tools/flags.h"
+#include "tools/parallel_flags.h"
 #include "train/trainer.h"
 #include "util/check.h"
 #include "util/files.h"
@@ -29,6 +30,7 @@ std::vector<FlagSpec> train_flags() {
                    std::string(kDefaultArgs) + ")"},
   };
   for (auto& [name, help] : train::TrainingArguments::field_help()) specs.push_back({name, help});
+  for (auto& spec : parallel_flag_specs()) specs.push_back(spec);
   return specs;
 }
 
@@ -73,7 +75,10 @@ int run_train(const Args& argv) {
     model->init_weights(static_cast<uint64_t>(args.seed));
   }
   auto dataset = data::open_token_dataset(resolve_path(flags.get("data", kDefaultData)));
-  train::Trainer trainer(model, *dataset, seq_len, args);
+  const auto options = parallel_options_from(flags);
+  auto runtime = start_runtime_from(flags);
+  auto parallel_model = std::make_shared<parallel::ParallelModel>(model, runtime.mesh, options);
+  train::Trainer trainer(parallel_model, *dataset, seq_len, args);
   trainer.train();
   return 0;
 }

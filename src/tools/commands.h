@@ -11,5 +11,7 @@ int run_train(const Args& args);
 int run_eval(const Args& args);
 int run_generate(const Args& args);
 int run_info(const Args& args);
+int run_launch(const Args& args);
+int run_plan(const Args& args);
 
 }  // namespace meshtrain::tools

@@ -18,7 +18,9 @@ const char* kUsage =
     "  train      train a Llama model (default: llama-tiny on data/corpus.txt)\n"
     "  eval       token-weighted loss of a checkpoint over a file's consecutive windows\n"
     "  generate   continue a prompt (greedy or top-k sampling, byte tokenizer)\n"
-    "  info       parameters and FLOPs per token of a config; the runtime's threads and BLAS\n";
+    "  info       parameters and FLOPs per token of a config; the runtime's threads and BLAS\n"
+    "  launch     start N ranks of a command, as torchrun does (meshtrain launch -n N -- train ...)\n"
+    "  plan       each rank's mesh coordinates and groups for a world size and parallel sizes\n";
 
 // One intra-op pool (OpenMP, which MKL shares) sized to this process's share of the cores.
 void configure_threads() {
@@ -46,7 +48,9 @@ int main(int argc, char** argv) {
     if (command == "eval") return tools::run_eval(args);
     if (command == "generate") return tools::run_generate(args);
     if (command == "info") return tools::run_info(args);
-    throw UsageError("meshtrain: unknown command '" + command + "' (commands: train, eval, generate, info)");
+    if (command == "launch") return tools::run_launch(args);
+    if (command == "plan") return tools::run_plan(args);
+    throw UsageError("meshtrain: unknown command '" + command + "' (commands: train, eval, generate, info, launch, plan)");
   } catch (const UsageError& e) {
     std::cerr << e.what() << "\n";
     return 2;

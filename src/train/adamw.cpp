@@ -48,6 +48,12 @@ void AdamW::zero_grad() {
     for (auto& p : g.params) p.mutable_grad() = at::Tensor();
 }
 
+void AdamW::set_steps_taken(int64_t steps) {
+  steps_taken_ = steps;
+  for (auto& g : groups_)
+    for (auto& s : g.steps) s.fill_(static_cast<double>(steps));
+}
+
 std::vector<std::pair<std::string, at::Tensor>> AdamW::state_tensors() const {
   std::vector<std::pair<std::string, at::Tensor>> out;
   for (auto& g : groups_)
@@ -55,7 +61,6 @@ std::vector<std::pair<std::string, at::Tensor>> AdamW::state_tensors() const {
       out.emplace_back(g.names[i] + ".exp_avg", g.exp_avg[i]);
       out.emplace_back(g.names[i] + ".exp_avg_sq", g.exp_avg_sq[i]);
     }
-  out.emplace_back("step", at::tensor(steps_taken_, at::kLong));
   return out;
 }
 

@@ -26,11 +26,10 @@ class AdamW {
   void zero_grad();
   int64_t steps_taken() const { return steps_taken_; }
 
-  // name.exp_avg, name.exp_avg_sq for each parameter, plus "step".
+  // name.exp_avg, name.exp_avg_sq for each parameter: the live tensors, so a checkpoint can
+  // load into them in place.
   std::vector<std::pair<std::string, at::Tensor>> state_tensors() const;
-  // get(name) returns the saved tensor of that name; shapes must agree.
-  template <typename Get>
-  void load_state_tensors(Get&& get);
+  void set_steps_taken(int64_t steps);
 
  private:
   struct Group {
@@ -42,22 +41,5 @@ class AdamW {
   AdamWOptions options_;
   int64_t steps_taken_ = 0;
 };
-
-template <typename Get>
-void AdamW::load_state_tensors(Get&& get) {
-  at::NoGradGuard no_grad;
-  steps_taken_ = get(std::string("step")).template item<int64_t>();
-  for (auto& g : groups_)
-    for (size_t i = 0; i < g.names.size(); ++i) {
-      for (auto [suffix, dst] : {std::pair{".exp_avg", &g.exp_avg[i]}, {".exp_avg_sq", &g.exp_avg_sq[i]}}) {
-        at::Tensor src = get(g.names[i] + suffix);
-        if (src.sizes() != dst->sizes())
-          throw std::runtime_error("optimizer state " + g.names[i] + suffix + " has shape " +
-                                   c10::str(src.sizes()) + ", expected " + c10::str(dst->sizes()));
-        dst->copy_(src);
-      }
-      g.steps[i].fill_(static_cast<double>(steps_taken_));
-    }
-}
 
 }  // namespace meshtrain::train

@@ -2,10 +2,14 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <cstdio>
+#include <map>
 #include <regex>
 
+#include "dist/collectives.h"
+#include "dist/comm_autograd.h"
+#include "io/hf_checkpoint.h"
 #include "io/safetensors.h"
-#include "models/hf_weights.h"
 #include "util/check.h"
 #include "util/files.h"
 
@@ -17,59 +21,226 @@ namespace {
 
 const std::regex kCheckpointName(R"(checkpoint-(\d+))");
 
+std::string rank_file(const char* stem, int rank, const char* ext) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%s-rank%05d.%s", stem, rank, ext);
+  return buf;
+}
+
+// A tensor of the model or the optimizer with its block in the global tensor.
+struct Block {
+  std::string key;
+  at::Tensor local;
+  const nn::ParamPlacement* place;
+};
+
+std::vector<Block> blocks_of(parallel::ParallelModel& model, const AdamW& optimizer) {
+  std::vector<Block> blocks;
+  auto& m = model.model();
+  for (auto& [name, p] : m.named_params()) blocks.push_back({"model." + name, p.detach(), &m.placement(name)});
+  for (auto& [key, t] : optimizer.state_tensors()) {
+    const auto name = key.substr(0, key.rfind('.'));
+    blocks.push_back({"optim." + key, t, &m.placement(name)});
+  }
+  return blocks;
+}
+
+// A block is written by the one rank whose coordinate is 0 on every mesh dim it is not sharded on.
+bool owns(const dist::DeviceMesh& mesh, const nn::ParamPlacement& place) {
+  for (auto dim : dist::DeviceMesh::kDims) {
+    bool sharded = false;
+    for (size_t d = 0; d < place.mesh_dims.size(); ++d)
+      sharded |= place.mesh_dims[d] == dim && place.placements[d].kind == nn::Placement::Kind::Shard;
+    if (!sharded && mesh.coordinate(dim) != 0) return false;
+  }
+  return true;
+}
+
+// Full tensor of a (possibly sharded) local block, gathered over each mesh dim it is sharded on.
+at::Tensor gather_full(const dist::DeviceMesh& mesh, const at::Tensor& local, const nn::ParamPlacement& place) {
+  at::Tensor t = local;
+  for (size_t d = place.placements.size(); d-- > 0;) {
+    if (place.placements[d].kind != nn::Placement::Kind::Shard) continue;
+    auto& g = mesh.group(place.mesh_dims[d]);
+    const int64_t dim = place.placements[d].dim;
+    t = dist::all_gather_uneven(g, t.contiguous(), dim, dist::chunk_sizes(place.global_shape[dim], g.size()));
+  }
+  return t;
+}
+
+struct SavedBlock {
+  std::string file;
+  std::vector<int64_t> global_shape, offset, shape;
+};
+
+// Copies the overlap of saved blocks with the local block [offset, offset + local.shape).
+int64_t fill_from(const std::vector<SavedBlock>& saved, const fs::path& dir, const std::string& key, at::Tensor& local,
+                  const std::vector<int64_t>& offset, std::map<std::string, std::unique_ptr<io::SafetensorsFile>>& files) {
+  int64_t copied = 0;
+  for (auto& b : saved) {
+    std::vector<int64_t> lo(local.dim()), hi(local.dim());
+    bool empty = false;
+    for (int64_t d = 0; d < local.dim(); ++d) {
+      lo[d] = std::max(offset[d], b.offset[d]);
+      hi[d] = std::min(offset[d] + local.size(d), b.offset[d] + b.shape[d]);
+      empty |= hi[d] <= lo[d];
+    }
+    if (empty) continue;
+    auto& file = files[b.file];
+    if (!file) file = std::make_unique<io::SafetensorsFile>(dir / b.file);
+    MT_CHECK(file->contains(key), dir / b.file, " has no tensor ", key, " although its manifest lists it");
+    MT_CHECK(file->info(key).shape == b.shape, dir / b.file, ": ", key, " has shape ",
+             at::IntArrayRef(file->info(key).shape), " but its manifest says ", at::IntArrayRef(b.shape));
+    // Read only the rows of the first dim, then narrow the others in memory.
+    at::Tensor part = local.dim() == 0 ? file->read(key) : file->read_slice(key, 0, lo[0] - b.offset[0], hi[0] - lo[0]);
+    at::Tensor dst = local;
+    for (int64_t d = 0; d < local.dim(); ++d) {
+      if (d > 0) part = part.narrow(d, lo[d] - b.offset[d], hi[d] - lo[d]);
+      dst = dst.narrow(d, lo[d] - offset[d], hi[d] - lo[d]);
+    }
+    dst.copy_(part.to(local.scalar_type()));
+    copied += part.numel();
+  }
+  return copied;
+}
+
 }  // namespace
 
-fs::path save_training_checkpoint(const fs::path& output_dir, const models::LlamaForCausalLM& model,
-                                  const AdamW& optimizer, const TrainerState& state) {
+fs::path save_training_checkpoint(const fs::path& output_dir, parallel::ParallelModel& model, const AdamW& optimizer,
+                                  const TrainerState& state) {
+  const auto& mesh = model.mesh();
+  auto& world = mesh.group("world");
+  const int rank = mesh.rank();
   const auto name = "checkpoint-" + std::to_string(state.global_step);
   const auto final_dir = output_dir / name;
   const auto tmp_dir = output_dir / ("." + name + ".tmp");
-  fs::remove_all(tmp_dir);
-  fs::create_directories(tmp_dir);
+  if (rank == 0) {
+    fs::remove_all(tmp_dir);
+    fs::create_directories(tmp_dir);
+  }
+  dist::barrier(world);
 
-  models::save_hf_checkpoint(model, tmp_dir);
-  io::save_safetensors(tmp_dir / "optimizer.safetensors", optimizer.state_tensors());
-  auto rng = at::detail::getDefaultCPUGenerator().get_state();
-  io::save_safetensors(tmp_dir / "rng_state.safetensors", {{"cpu", rng}});
-  nlohmann::json j = {{"global_step", state.global_step},
-                      {"data_position", state.data_position},
-                      {"args", state.args}};
-  util::write_file_atomic(tmp_dir / "trainer_state.json", j.dump(2) + "\n");
-  util::sync_path(tmp_dir);
-
-  // Swap in: an older checkpoint of the same step is moved aside first, removed last.
-  const auto old_dir = output_dir / ("." + name + ".old");
-  fs::remove_all(old_dir);
-  if (fs::exists(final_dir)) fs::rename(final_dir, old_dir);
-  fs::rename(tmp_dir, final_dir);
-  util::sync_path(output_dir);
-  fs::remove_all(old_dir);
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  nlohmann::json manifest = nlohmann::json::object();
+  for (auto& b : blocks_of(model, optimizer)) {
+    if (!owns(mesh, *b.place)) continue;
+    tensors.emplace_back(b.key, b.local);
+    manifest[b.key] = {{"global_shape", b.place->global_shape}, {"offset", b.place->offset}};
+  }
+  if (rank == 0) {
+    tensors.emplace_back("optim.step", at::scalar_tensor(optimizer.steps_taken(), at::kLong));
+    manifest["optim.step"] = {{"global_shape", nlohmann::json::array()}, {"offset", nlohmann::json::array()}};
+  }
+  io::save_safetensors(tmp_dir / rank_file("shards", rank, "safetensors"), tensors);
+  util::write_file_atomic(tmp_dir / rank_file("manifest", rank, "json"), manifest.dump() + "\n");
+  io::save_safetensors(tmp_dir / rank_file("rng", rank, "safetensors"),
+                       {{"cpu", at::detail::getDefaultCPUGenerator().get_state()}});
+  if (rank == 0) {
+    const auto& s = mesh.sizes();
+    nlohmann::json j = {{"global_step", state.global_step},
+                        {"data_position", state.data_position},
+                        {"world_size", mesh.world_size()},
+                        {"mesh", {{"dp_replicate", s.dp_replicate}, {"dp_shard", s.dp_shard}, {"cp", s.cp},
+                                  {"sp", s.sp}, {"tp", s.tp}}},
+                        {"args", state.args}};
+    util::write_file_atomic(tmp_dir / "trainer_state.json", j.dump(2) + "\n");
+    util::write_file_atomic(tmp_dir / "config.json", model.model().config().to_json().dump(2) + "\n");
+  }
+  dist::barrier(world);
+  if (rank == 0) {
+    util::sync_path(tmp_dir);
+    // Swap in: an older checkpoint of the same step is moved aside first, removed last.
+    const auto old_dir = output_dir / ("." + name + ".old");
+    fs::remove_all(old_dir);
+    if (fs::exists(final_dir)) fs::rename(final_dir, old_dir);
+    fs::rename(tmp_dir, final_dir);
+    util::sync_path(output_dir);
+    fs::remove_all(old_dir);
+  }
+  dist::barrier(world);
   return final_dir;
 }
 
-TrainerState load_training_checkpoint(const fs::path& dir, models::LlamaForCausalLM& model,
-                                      AdamW& optimizer) {
+TrainerState load_training_checkpoint(const fs::path& dir, parallel::ParallelModel& model, AdamW& optimizer) {
   MT_CHECK(fs::is_directory(dir), "checkpoint directory ", dir, " does not exist");
-  nlohmann::json j;
+  nlohmann::json state_json;
+  std::map<std::string, std::vector<SavedBlock>> saved;
+  int saved_world = 0;
   try {
-    j = nlohmann::json::parse(util::read_file(dir / "trainer_state.json"));
-    TrainerState state{j.at("global_step").get<int64_t>(), j.at("data_position").get<int64_t>(),
-                       j.value("args", nlohmann::json::object())};
-    MT_CHECK(state.global_step >= 0 && state.data_position >= 0, dir,
-             "/trainer_state.json: negative step or data position");
-    models::load_hf_weights(model, io::CheckpointReader(dir));
-    io::SafetensorsFile opt(dir / "optimizer.safetensors");
-    optimizer.load_state_tensors([&](const std::string& name) {
-      MT_CHECK(opt.contains(name), dir, "/optimizer.safetensors has no tensor ", name);
-      return opt.read(name);
-    });
-    io::SafetensorsFile rng(dir / "rng_state.safetensors");
+    state_json = nlohmann::json::parse(util::read_file(dir / "trainer_state.json"));
+    saved_world = state_json.at("world_size").get<int>();
+    MT_CHECK(saved_world >= 1, dir / "trainer_state.json", ": world_size ", saved_world);
+    for (int r = 0; r < saved_world; ++r) {
+      auto manifest = nlohmann::json::parse(util::read_file(dir / rank_file("manifest", r, "json")));
+      for (auto& [key, entry] : manifest.items()) {
+        SavedBlock b{rank_file("shards", r, "safetensors"), entry.at("global_shape").get<std::vector<int64_t>>(),
+                     entry.at("offset").get<std::vector<int64_t>>(), {}};
+        saved[key].push_back(b);
+      }
+    }
+  } catch (const nlohmann::json::exception& e) {
+    fail(dir.string(), ": malformed checkpoint metadata: ", e.what());
+  }
+  // Block shapes come from the shard files' headers (validated when opened).
+  std::map<std::string, std::unique_ptr<io::SafetensorsFile>> files;
+  for (auto& [key, blocks] : saved)
+    for (auto& b : blocks) {
+      auto& file = files[b.file];
+      if (!file) file = std::make_unique<io::SafetensorsFile>(dir / b.file);
+      MT_CHECK(file->contains(key), dir / b.file, " has no tensor ", key, " although its manifest lists it");
+      b.shape = file->info(key).shape;
+      MT_CHECK(b.shape.size() == b.global_shape.size() && b.offset.size() == b.global_shape.size(), dir / b.file,
+               ": ", key, " has an inconsistent manifest entry");
+      for (size_t d = 0; d < b.shape.size(); ++d)
+        MT_CHECK(b.offset[d] >= 0 && b.offset[d] + b.shape[d] <= b.global_shape[d], dir / b.file, ": block of ", key,
+                 " lies outside its global shape ", at::IntArrayRef(b.global_shape));
+    }
+
+  at::NoGradGuard no_grad;
+  for (auto& b : blocks_of(model, optimizer)) {
+    auto it = saved.find(b.key);
+    MT_CHECK(it != saved.end(), dir, " has no tensor ", b.key);
+    MT_CHECK(it->second.front().global_shape == b.place->global_shape, dir, ": ", b.key, " has global shape ",
+             at::IntArrayRef(it->second.front().global_shape), " but the model needs ", at::IntArrayRef(b.place->global_shape));
+    auto local = b.local;
+    const int64_t copied = fill_from(it->second, dir, b.key, local, b.place->offset, files);
+    MT_CHECK(copied == local.numel(), dir, ": the saved blocks of ", b.key, " cover ", copied, " of the ", local.numel(),
+             " elements this rank needs");
+  }
+  auto step = saved.find("optim.step");
+  MT_CHECK(step != saved.end(), dir, " has no optimizer step");
+  optimizer.set_steps_taken(files[step->second.front().file]->read("optim.step").item<int64_t>());
+
+  if (saved_world == model.mesh().world_size()) {  // RNG streams only carry over to the same layout
+    io::SafetensorsFile rng(dir / rank_file("rng", model.mesh().rank(), "safetensors"));
     auto generator = at::detail::getDefaultCPUGenerator();
     generator.set_state(rng.read("cpu"));
+  }
+  try {
+    TrainerState state{state_json.at("global_step").get<int64_t>(), state_json.at("data_position").get<int64_t>(),
+                       state_json.value("args", nlohmann::json::object())};
+    MT_CHECK(state.global_step >= 0 && state.data_position >= 0, dir / "trainer_state.json",
+             ": negative step or data position");
     return state;
   } catch (const nlohmann::json::exception& e) {
     fail(dir.string(), "/trainer_state.json is malformed: ", e.what());
   }
+}
+
+void export_hf_checkpoint(parallel::ParallelModel& model, const fs::path& dir, uint64_t max_shard_bytes) {
+  auto& m = model.model();
+  const auto& mesh = model.mesh();
+  auto params = m.named_params();
+  std::vector<io::TensorSpec> specs;
+  for (auto& [name, p] : params) specs.push_back({name, p.scalar_type(), m.placement(name).global_shape});
+  auto source = [&](size_t i) { return gather_full(mesh, params[i].second.detach(), m.placement(params[i].first)); };
+  if (mesh.rank() == 0) {
+    io::save_checkpoint_tensors(dir, specs, source, max_shard_bytes);
+    util::write_file_atomic(dir / "config.json", m.config().to_json().dump(2) + "\n");
+  } else {
+    for (size_t i = 0; i < params.size(); ++i) source(i);  // the same gathers, in the same order
+  }
+  dist::barrier(mesh.group("world"));
 }
 
 std::optional<fs::path> latest_checkpoint(const fs::path& output_dir) {

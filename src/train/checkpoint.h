@@ -1,7 +1,10 @@
-// Training checkpoints: output_dir/checkpoint-N holds the model in HF layout (config.json +
-// model.safetensors), optimizer.safetensors (AdamW state), rng_state.safetensors and
-// trainer_state.json (step, data position, arguments). A checkpoint is assembled in a
-// temporary directory and renamed into place, so a crash leaves the last good one intact.
+// Training checkpoints that move between layouts. output_dir/checkpoint-N holds, per rank,
+// shards-rankR.safetensors (the blocks of model weights and AdamW state that this rank alone
+// owns) and manifest-rankR.json (each block's global shape and offset), plus config.json,
+// rng-rankR.safetensors and trainer_state.json (step, data position, arguments, mesh). Any
+// layout (one rank, DDP, FSDP, HSDP) resumes from any other: each rank reads just the parts of
+// the saved blocks that overlap its own. A checkpoint is assembled under a temporary name and
+// renamed into place, so a crash leaves the last good one intact.
 #pragma once
 #include <nlohmann/json.hpp>
 
@@ -9,25 +12,28 @@
 #include <filesystem>
 #include <optional>
 
-#include "models/llama.h"
+#include "parallel/parallelize.h"
 #include "train/adamw.h"
-#include "train/training_arguments.h"
 
 namespace meshtrain::train {
 
 struct TrainerState {
-  int64_t global_step = 0;     // optimizer steps completed
-  int64_t data_position = 0;   // windows of the sample stream consumed
-  nlohmann::json args;         // the arguments the run was started with
+  int64_t global_step = 0;    // optimizer steps completed
+  int64_t data_position = 0;  // windows of the sample stream consumed
+  nlohmann::json args;        // the arguments the run was started with
 };
 
-std::filesystem::path save_training_checkpoint(const std::filesystem::path& output_dir,
-                                               const models::LlamaForCausalLM& model,
+// Collective over the world: every rank calls it.
+std::filesystem::path save_training_checkpoint(const std::filesystem::path& output_dir, parallel::ParallelModel& model,
                                                const AdamW& optimizer, const TrainerState& state);
 
-// Restores model, optimizer and the global RNG; returns the trainer state.
-TrainerState load_training_checkpoint(const std::filesystem::path& checkpoint_dir,
-                                      models::LlamaForCausalLM& model, AdamW& optimizer);
+// Restores model, optimizer and (same layout only) the RNG; returns the trainer state.
+TrainerState load_training_checkpoint(const std::filesystem::path& checkpoint_dir, parallel::ParallelModel& model,
+                                      AdamW& optimizer);
+
+// The model in Hugging Face layout (config.json + safetensors), gathered tensor by tensor and
+// written by rank 0, so no rank holds more than one full tensor beyond its shards. Collective.
+void export_hf_checkpoint(parallel::ParallelModel& model, const std::filesystem::path& dir, uint64_t max_shard_bytes = 0);
 
 // The checkpoint-N in output_dir with the largest N, if any.
 std::optional<std::filesystem::path> latest_checkpoint(const std::filesystem::path& output_dir);

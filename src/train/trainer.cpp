@@ -5,11 +5,10 @@
 #include <fstream>
 
 #include "data/window_sampler.h"
-#include "models/hf_weights.h"
+#include "dist/collectives.h"
 #include "nn/causal_lm_loss.h"
 #include "train/adamw.h"
 #include "train/checkpoint.h"
-#include "train/grad_clip.h"
 #include "train/lr_schedule.h"
 #include "util/check.h"
 #include "util/gemm_rate.h"
@@ -19,37 +18,41 @@ namespace meshtrain::train {
 
 namespace fs = std::filesystem;
 
-double accumulate_gradients(models::LlamaForCausalLM& model, const std::vector<MicroBatch>& micro_batches) {
-  int64_t step_targets = 0;
-  for (auto& mb : micro_batches) step_targets += nn::count_targets(mb.targets);
+double accumulate_gradients(parallel::ParallelModel& model, const std::vector<MicroBatch>& micro_batches,
+                            int64_t step_targets) {
   const double denominator = static_cast<double>(std::max<int64_t>(step_targets, 1));
   double loss_sum = 0.0;
-  for (auto& mb : micro_batches) {
+  for (size_t m = 0; m < micro_batches.size(); ++m) {
+    auto& mb = micro_batches[m];
     auto sum = nn::cross_entropy_sum(model.forward(mb.input_ids), mb.targets);
+    model.prepare_backward(m + 1 == micro_batches.size());
     (sum / denominator).backward();
     loss_sum += sum.item<double>();
   }
-  return loss_sum / denominator;
+  model.finish_backward();
+  return loss_sum;
 }
 
-Trainer::Trainer(std::shared_ptr<models::LlamaForCausalLM> model, const data::TokenDataset& dataset,
-                 int64_t seq_len, TrainingArguments args)
+Trainer::Trainer(std::shared_ptr<parallel::ParallelModel> model, const data::TokenDataset& dataset, int64_t seq_len,
+                 TrainingArguments args)
     : model_(std::move(model)), dataset_(dataset), seq_len_(seq_len), args_(std::move(args)) {
   args_.validate();
-  const auto& c = model_->config();
+  const auto& c = model_->model().config();
   MT_CHECK(seq_len_ >= 2, "--seq_len must be at least 2, got ", seq_len_);
   MT_CHECK(dataset_.max_token() < c.vocab_size, "the data holds token id ", dataset_.max_token(),
            " but the model's vocab_size is ", c.vocab_size);
 }
 
 std::vector<StepRecord> Trainer::train() {
+  const auto& mesh = model_->mesh();
+  auto& dp = mesh.group("dp");
+  const bool main_rank = mesh.rank() == 0;
+  const bool talk = verbose && main_rank;
   const fs::path out_dir(args_.output_dir);
-  fs::create_directories(out_dir);
+  if (main_rank) fs::create_directories(out_dir);
   data::WindowSampler sampler(dataset_, seq_len_, static_cast<uint64_t>(args_.seed));
-  AdamW optimizer(model_->named_params(), {args_.adam_beta1, args_.adam_beta2, args_.adam_epsilon,
-                                           args_.weight_decay});
-  std::vector<at::Tensor> params;
-  for (auto& [name, p] : model_->named_params()) params.push_back(p);
+  AdamW optimizer(model_->model().named_params(),
+                  {args_.adam_beta1, args_.adam_beta2, args_.adam_epsilon, args_.weight_decay});
 
   TrainerState state{0, 0, args_.to_json()};
   if (!args_.resume_from_checkpoint.empty()) {
@@ -61,19 +64,22 @@ std::vector<StepRecord> Trainer::train() {
     }
     state = load_training_checkpoint(ckpt, *model_, optimizer);
     state.args = args_.to_json();
-    if (verbose) std::fprintf(stderr, "resumed from %s at step %lld\n", ckpt.c_str(), (long long)state.global_step);
+    if (talk) std::fprintf(stderr, "resumed from %s at step %lld\n", ckpt.c_str(), (long long)state.global_step);
   }
 
   const int64_t micro = args_.per_device_train_batch_size;
   const int64_t accum = args_.gradient_accumulation_steps;
-  const double flops_per_token = model_->config().flops_per_token(seq_len_);
+  const int64_t dp_size = dp.size(), dp_rank = dp.rank();
+  const int64_t global_batch = micro * accum * dp_size;
+  const double flops_per_token = model_->model().config().flops_per_token(seq_len_);
   if (peak_flops <= 0) peak_flops = util::measure_gemm_flops();
-  if (verbose)
-    std::fprintf(stderr, "training %lld parameters, total_train_batch_size %lld x %lld tokens, %lld steps\n",
-                 (long long)model_->config().num_parameters(), (long long)(micro * accum),
+  if (talk)
+    std::fprintf(stderr, "training %lld parameters on %d rank(s), total_train_batch_size %lld x %lld tokens, %lld steps\n",
+                 (long long)model_->model().config().num_parameters(), mesh.world_size(), (long long)global_batch,
                  (long long)seq_len_, (long long)args_.max_steps);
 
-  std::ofstream metrics(out_dir / "metrics.jsonl", std::ios::app);
+  std::ofstream metrics;
+  if (main_rank) metrics.open(out_dir / "metrics.jsonl", std::ios::app);
   util::Progress progress(args_.max_steps, state.global_step);
   std::vector<StepRecord> records;
   double interval_loss = 0.0;
@@ -81,55 +87,66 @@ std::vector<StepRecord> Trainer::train() {
   auto interval_start = std::chrono::steady_clock::now();
 
   for (int64_t step = state.global_step; step < args_.max_steps; ++step) {
+    // The global step reads stream positions [data_position, data_position + global_batch):
+    // micro-batch m of dp rank r holds rows starting at (m·dp + r)·micro, whatever the layout.
     std::vector<MicroBatch> micro_batches;
+    int64_t local_targets = 0;
     for (int64_t m = 0; m < accum; ++m) {
-      auto ids = sampler.batch(state.data_position, micro);
-      state.data_position += micro;
+      auto ids = sampler.batch(state.data_position + (m * dp_size + dp_rank) * micro, micro);
       micro_batches.push_back({ids, nn::shift_labels(ids)});
+      local_targets += nn::count_targets(micro_batches.back().targets);
     }
-    const double loss = accumulate_gradients(*model_, micro_batches);
-    const double grad_norm = clip_grad_norm(params, args_.max_grad_norm);
+    auto step_targets = at::tensor(local_targets, at::kLong);
+    dist::all_reduce_(dp, step_targets);
+    auto loss_sum = at::tensor(accumulate_gradients(*model_, micro_batches, step_targets.item<int64_t>()), at::kDouble);
+    dist::all_reduce_(dp, loss_sum);
+    state.data_position += global_batch;
+
+    const double grad_norm = model_->clip_grad_norm(args_.max_grad_norm);
     const double lr = args_.learning_rate *
                       lr_multiplier(args_.lr_scheduler_type, step, args_.warmup_steps, args_.max_steps);
     optimizer.step(lr);
     optimizer.zero_grad();
     state.global_step = step + 1;
 
+    const double loss = loss_sum.item<double>() / static_cast<double>(std::max<int64_t>(step_targets.item<int64_t>(), 1));
     records.push_back({state.global_step, loss, grad_norm, lr});
     interval_loss += loss;
-    interval_tokens += micro * accum * seq_len_;
+    interval_tokens += global_batch * seq_len_;
     ++interval_steps;
 
     const bool log = state.global_step % args_.logging_steps == 0 || state.global_step == args_.max_steps;
     std::string line;
-    if (log) {
+    if (log && main_rank) {
       const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - interval_start).count();
       const double tokens_per_s = static_cast<double>(interval_tokens) / seconds;
+      // MFU per device: the measured GEMM rate is one rank's.
+      const double mfu = tokens_per_s * flops_per_token / (peak_flops * mesh.world_size());
       nlohmann::json j = {{"step", state.global_step},
                           {"loss", interval_loss / static_cast<double>(interval_steps)},
                           {"grad_norm", grad_norm},
                           {"lr", lr},
                           {"tokens", state.data_position * seq_len_},
                           {"tokens_per_s", tokens_per_s},
-                          {"mfu", tokens_per_s * flops_per_token / peak_flops}};
+                          {"mfu", mfu}};
       metrics << j.dump() << "\n" << std::flush;
       char buf[160];
       std::snprintf(buf, sizeof buf, "step %lld loss %.4f grad_norm %.3f lr %.3g tokens/s %.0f mfu %.1f%%",
-                    (long long)state.global_step, j["loss"].get<double>(), grad_norm, lr, tokens_per_s,
-                    100 * j["mfu"].get<double>());
+                    (long long)state.global_step, j["loss"].get<double>(), grad_norm, lr, tokens_per_s, 100 * mfu);
       line = buf;
+    }
+    if (log) {
       interval_loss = 0.0;
       interval_steps = interval_tokens = 0;
       interval_start = std::chrono::steady_clock::now();
     }
-    if (verbose) progress.update(state.global_step, line, log);
-    if (args_.save_steps > 0 && state.global_step % args_.save_steps == 0 &&
-        state.global_step < args_.max_steps)
+    if (talk) progress.update(state.global_step, line, log);
+    if (args_.save_steps > 0 && state.global_step % args_.save_steps == 0 && state.global_step < args_.max_steps)
       save_training_checkpoint(out_dir, *model_, optimizer, state);
   }
-  if (verbose) progress.finish();
-  models::save_hf_checkpoint(*model_, out_dir);
-  if (verbose) std::fprintf(stderr, "saved the model to %s\n", out_dir.c_str());
+  if (talk) progress.finish();
+  export_hf_checkpoint(*model_, out_dir);
+  if (talk) std::fprintf(stderr, "saved the model to %s\n", out_dir.c_str());
   return records;
 }
 

@@ -1,19 +1,20 @@
-// The training loop of one process: micro-batches from the sample stream, the token-weighted
-// loss over the whole optimizer step, gradient accumulation, global-norm clipping, AdamW with
-// HF's schedules, metrics.jsonl, checkpoints and exact resume, and the final HF-layout save.
+// The training loop on a mesh: each data-parallel rank takes its rows of the global step's
+// micro-batches, the loss is the token-weighted mean over the global step's targets (local sums
+// divided by the all-reduced target count, gradients summed), then global-norm clipping, AdamW
+// with HF's schedules, metrics.jsonl, checkpoints and exact resume, and the final HF save.
 #pragma once
 #include <memory>
 #include <vector>
 
 #include "data/token_dataset.h"
-#include "models/llama.h"
+#include "parallel/parallelize.h"
 #include "train/training_arguments.h"
 
 namespace meshtrain::train {
 
 struct StepRecord {
   int64_t step;  // 1-based optimizer step
-  double loss;   // token-weighted mean over the step's targets
+  double loss;   // token-weighted mean over the global step's targets
   double grad_norm;
   double lr;
 };
@@ -23,25 +24,27 @@ struct MicroBatch {
   at::Tensor targets;    // [B, T], labels already shifted (nn::shift_labels)
 };
 
-// Forward and backward over one optimizer step's micro-batches, accumulating into .grad: each
-// micro-batch's loss sum is divided by the target count of the whole step, so the gradient is
-// that of the token-weighted mean, never a mean of per-micro-batch means. Returns that mean.
-double accumulate_gradients(models::LlamaForCausalLM& model, const std::vector<MicroBatch>& micro_batches);
+// Forward and backward over this rank's micro-batches of one step, accumulating into .grad:
+// each micro-batch's loss sum is divided by step_targets, the target count of the whole global
+// step, so the summed gradients are those of the token-weighted mean, never a mean of means.
+// Returns this rank's loss sum.
+double accumulate_gradients(parallel::ParallelModel& model, const std::vector<MicroBatch>& micro_batches,
+                            int64_t step_targets);
 
 class Trainer {
  public:
-  Trainer(std::shared_ptr<models::LlamaForCausalLM> model, const data::TokenDataset& dataset,
-          int64_t seq_len, TrainingArguments args);
+  Trainer(std::shared_ptr<parallel::ParallelModel> model, const data::TokenDataset& dataset, int64_t seq_len,
+          TrainingArguments args);
   // Trains to args.max_steps (resuming first when asked); returns the steps run here.
   std::vector<StepRecord> train();
 
-  // Whether to print to stderr (tests turn it off).
+  // Whether rank 0 prints to stderr (tests turn it off).
   bool verbose = true;
   // fp32 GEMM rate for MFU; measured at the start of train() when not set.
   double peak_flops = 0.0;
 
  private:
-  std::shared_ptr<models::LlamaForCausalLM> model_;
+  std::shared_ptr<parallel::ParallelModel> model_;
   const data::TokenDataset& dataset_;
   int64_t seq_len_;
   TrainingArguments args_;

@@ -12,7 +12,6 @@
 #include "nn/causal_lm_loss.h"
 #include "train/adamw.h"
 #include "train/checkpoint.h"
-#include "train/grad_clip.h"
 #include "train/lr_schedule.h"
 #include "train/trainer.h"
 #include "util/check.h"
@@ -26,10 +25,11 @@ models::LlamaConfig tiny_config() {
   return models::LlamaConfig::load(fs::path(MESHTRAIN_SOURCE_DIR) / "configs/llama-tiny");
 }
 
-std::shared_ptr<models::LlamaForCausalLM> fresh_model(uint64_t seed = 1) {
+std::shared_ptr<parallel::ParallelModel> fresh_model(uint64_t seed = 1) {
   auto m = std::make_shared<models::LlamaForCausalLM>(tiny_config());
   m->init_weights(seed);
-  return m;
+  return std::make_shared<parallel::ParallelModel>(m, std::make_shared<dist::DeviceMesh>(dist::MeshSizes{}, 0),
+                                                   parallel::ParallelOptions{});
 }
 
 struct TempDir {
@@ -47,9 +47,9 @@ struct TempDir {
   }
 };
 
-std::map<std::string, at::Tensor> grads_of(models::LlamaForCausalLM& m) {
+std::map<std::string, at::Tensor> grads_of(parallel::ParallelModel& m) {
   std::map<std::string, at::Tensor> g;
-  for (auto& [name, p] : m.named_params()) g[name] = p.grad().clone();
+  for (auto& [name, p] : m.model().named_params()) g[name] = p.grad().clone();
   return g;
 }
 
@@ -77,18 +77,18 @@ TEST(Accumulation, GradientIsTheTokenWeightedMeanOverTheWholeStep) {
   targets[0].slice(0, 0, 12).fill_(nn::kIgnoreIndex);  // row 0 keeps 3 targets, row 1 keeps 15
 
   auto whole = fresh_model();
-  double loss_whole = train::accumulate_gradients(*whole, {{ids, targets}});
+  double loss_whole = train::accumulate_gradients(*whole, {{ids, targets}}, 18) / 18;
   auto split = fresh_model();
   double loss_split = train::accumulate_gradients(
-      *split, {{ids.slice(0, 0, 1), targets.slice(0, 0, 1)}, {ids.slice(0, 1, 2), targets.slice(0, 1, 2)}});
+      *split, {{ids.slice(0, 0, 1), targets.slice(0, 0, 1)}, {ids.slice(0, 1, 2), targets.slice(0, 1, 2)}}, 18) / 18;
   EXPECT_NEAR(loss_split, loss_whole, 1e-6);
   auto gw = grads_of(*whole), gs = grads_of(*split);
   for (auto& [name, g] : gw) EXPECT_TRUE(at::allclose(gs[name], g, 1e-5, 1e-7)) << name;
 
   // A mean of per-micro-batch means would weigh row 0's 3 targets like row 1's 15.
   auto m0 = fresh_model();
-  double mean0 = train::accumulate_gradients(*m0, {{ids.slice(0, 0, 1), targets.slice(0, 0, 1)}});
-  double mean1 = train::accumulate_gradients(*m0, {{ids.slice(0, 1, 2), targets.slice(0, 1, 2)}});
+  double mean0 = train::accumulate_gradients(*m0, {{ids.slice(0, 0, 1), targets.slice(0, 0, 1)}}, 3) / 3;
+  double mean1 = train::accumulate_gradients(*m0, {{ids.slice(0, 1, 2), targets.slice(0, 1, 2)}}, 15) / 15;
   EXPECT_GT(std::abs((mean0 + mean1) / 2 - loss_whole), 1e-4);
   EXPECT_NEAR((3 * mean0 + 15 * mean1) / 18, loss_whole, 1e-6);
 }
@@ -109,14 +109,15 @@ TEST(LrSchedule, MatchesHuggingFaceSchedulers) {
 }
 
 TEST(GradClip, ScalesToMaxNormAndReportsTheNormBefore) {
-  auto a = at::zeros({2}).requires_grad_(), b = at::zeros({1}).requires_grad_();
-  a.mutable_grad() = at::tensor({3.0f, 0.0f});
-  b.mutable_grad() = at::tensor({4.0f});
-  EXPECT_NEAR(train::clip_grad_norm({a, b}, 1.0), 5.0, 1e-6);
-  EXPECT_NEAR(train::global_grad_norm({a, b}), 1.0, 1e-5);
-  EXPECT_NEAR(a.grad()[0].item<double>(), 0.6, 1e-5);
-  EXPECT_NEAR(train::clip_grad_norm({a, b}, 10.0), 1.0, 1e-5);  // under the limit: unchanged
-  EXPECT_NEAR(b.grad()[0].item<double>(), 0.8, 1e-5);
+  auto m = fresh_model();
+  auto params = m->model().named_params();
+  for (auto& [name, p] : params) p.mutable_grad() = at::zeros_like(p);
+  params[0].second.mutable_grad()[0][0] = 3.0f;
+  params[1].second.mutable_grad()[0][0] = 4.0f;
+  EXPECT_NEAR(m->clip_grad_norm(1.0), 5.0, 1e-6);
+  EXPECT_NEAR(params[0].second.grad()[0][0].item<double>(), 0.6, 1e-5);
+  EXPECT_NEAR(m->clip_grad_norm(10.0), 1.0, 1e-5);  // under the limit: unchanged
+  EXPECT_NEAR(params[1].second.grad()[0][0].item<double>(), 0.8, 1e-5);
 }
 
 TEST(AdamW, OneStepMatchesTheFormulaAndSkipsDecayOnNormsAndBiases) {
@@ -150,7 +151,7 @@ TEST(Trainer, ResumeFromCheckpointReproducesTheUninterruptedRunExactly) {
   full.peak_flops = 1e9;
   auto full_records = full.train();
   ASSERT_EQ(full_records.size(), 6u);
-  ASSERT_TRUE(fs::exists(dir.path / "full/checkpoint-3/optimizer.safetensors"));
+  ASSERT_TRUE(fs::exists(dir.path / "full/checkpoint-3/shards-rank00000.safetensors"));
   EXPECT_TRUE(fs::exists(dir.path / "full/model.safetensors"));
   EXPECT_FALSE(fs::exists(dir.path / "full/checkpoint-6"));  // the final model is saved instead
 
@@ -167,7 +168,7 @@ TEST(Trainer, ResumeFromCheckpointReproducesTheUninterruptedRunExactly) {
     EXPECT_EQ(resumed_records[i].loss, full_records[i + 3].loss) << "step " << resumed_records[i].step;
     EXPECT_EQ(resumed_records[i].lr, full_records[i + 3].lr);
   }
-  auto a = full_model->named_params(), b = resumed_model->named_params();
+  auto a = full_model->model().named_params(), b = resumed_model->model().named_params();
   for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(at::equal(a[i].second, b[i].second)) << a[i].first;
 
   // metrics.jsonl: one object per logging step with every field.
@@ -187,7 +188,7 @@ TEST(Trainer, ResumeFromCheckpointReproducesTheUninterruptedRunExactly) {
 TEST(Checkpoint, LatestIgnoresUnfinishedTemporaryDirectories) {
   TempDir dir;
   auto model = fresh_model();
-  train::AdamW opt(model->named_params(), {});
+  train::AdamW opt(model->model().named_params(), {});
   train::save_training_checkpoint(dir.path, *model, opt, {7, 28, nlohmann::json::object()});
   fs::create_directories(dir.path / ".checkpoint-9.tmp");  // a save that crashed midway
   EXPECT_EQ(train::latest_checkpoint(dir.path), dir.path / "checkpoint-7");
@@ -201,14 +202,15 @@ TEST(Checkpoint, LatestIgnoresUnfinishedTemporaryDirectories) {
 TEST(Checkpoint, ATruncatedCheckpointIsAClearError) {
   TempDir dir;
   auto model = fresh_model();
-  train::AdamW opt(model->named_params(), {});
+  train::AdamW opt(model->model().named_params(), {});
   auto ckpt = train::save_training_checkpoint(dir.path, *model, opt, {2, 8, nlohmann::json::object()});
-  fs::resize_file(ckpt / "optimizer.safetensors", fs::file_size(ckpt / "optimizer.safetensors") / 2);
+  const auto shards = ckpt / "shards-rank00000.safetensors";
+  fs::resize_file(shards, fs::file_size(shards) / 2);
   try {
     train::load_training_checkpoint(ckpt, *model, opt);
     FAIL() << "expected an error";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("optimizer.safetensors"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("shards-rank00000.safetensors"), std::string::npos) << e.what();
   }
 }
 

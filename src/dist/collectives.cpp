@@ -1,0 +1,156 @@
+#include "dist/collectives.h"
+
+#include <numeric>
+
+#include "util/check.h"
+
+namespace meshtrain::dist {
+
+namespace {
+
+uint64_t nbytes(const at::Tensor& t) { return static_cast<uint64_t>(t.numel()) * t.element_size(); }
+
+uint64_t ring_share(const Group& g, uint64_t bytes) {
+  return bytes * static_cast<uint64_t>(g.size() - 1) / static_cast<uint64_t>(g.size());
+}
+
+template <typename Start>
+void run(Group& g, const char* op, Start&& start) {
+  c10::intrusive_ptr<c10d::Work> work;
+  try {
+    work = start();
+  } catch (const std::exception& e) {
+    fail("rank ", g.global_rank(), ": ", op, " on group ", g.name(), " failed: ", e.what());
+  }
+  wait_work(g, work, op);
+}
+
+}  // namespace
+
+void wait_work(Group& g, const c10::intrusive_ptr<c10d::Work>& work, const char* op) {
+  if (!work) return;
+  try {
+    work->wait(g.timeout());
+  } catch (const std::exception& e) {
+    fail("rank ", g.global_rank(), ": ", op, " on group ", g.name(), " (ranks of size ", g.size(),
+         ") failed or timed out after ", g.timeout().count() / 1000.0, " s: ", e.what());
+  }
+}
+
+void all_reduce_(Group& g, at::Tensor& t, c10d::ReduceOp op) {
+  if (g.size() == 1) return;
+  MT_CHECK(t.is_contiguous(), "all_reduce_ needs a contiguous tensor");
+  g.count_sent(2 * ring_share(g, nbytes(t)));
+  std::vector<at::Tensor> ts{t};
+  c10d::AllreduceOptions opts;
+  opts.reduceOp = op;
+  run(g, "all_reduce", [&] { return g.backend().allreduce(ts, opts); });
+}
+
+c10::intrusive_ptr<c10d::Work> all_reduce_async(Group& g, at::Tensor& t) {
+  if (g.size() == 1) return {};
+  g.count_sent(2 * ring_share(g, nbytes(t)));
+  std::vector<at::Tensor> ts{t};
+  try {
+    return g.backend().allreduce(ts);
+  } catch (const std::exception& e) {
+    fail("rank ", g.global_rank(), ": all_reduce on group ", g.name(), " failed: ", e.what());
+  }
+}
+
+at::Tensor all_gather_uneven(Group& g, const at::Tensor& t, int64_t dim, const std::vector<int64_t>& sizes) {
+  MT_CHECK(static_cast<int>(sizes.size()) == g.size(), "all_gather: ", sizes.size(), " sizes for a group of ", g.size());
+  MT_CHECK(t.size(dim) == sizes[g.rank()], "all_gather: this rank holds ", t.size(dim), " rows, sizes say ", sizes[g.rank()]);
+  if (g.size() == 1) return t;
+  // Gloo gathers equal blocks: pad every shard to the largest along dim 0 of a transposed view.
+  const int64_t most = *std::max_element(sizes.begin(), sizes.end());
+  auto moved = t.movedim(dim, 0).contiguous();
+  auto shape = moved.sizes().vec();
+  shape[0] = most;
+  auto padded = at::zeros(shape, t.options());
+  padded.narrow(0, 0, moved.size(0)).copy_(moved);
+  shape[0] = most * g.size();
+  auto out = at::empty(shape, t.options());
+  g.count_sent(ring_share(g, nbytes(out)));
+  run(g, "all_gather", [&] { return g.backend().all_gather_single(out, padded); });
+  std::vector<at::Tensor> parts;
+  for (int r = 0; r < g.size(); ++r) parts.push_back(out.narrow(0, r * most, sizes[r]));
+  return at::cat(parts, 0).movedim(0, dim).contiguous();
+}
+
+at::Tensor all_gather(Group& g, const at::Tensor& t, int64_t dim) {
+  return all_gather_uneven(g, t, dim, std::vector<int64_t>(g.size(), t.size(dim)));
+}
+
+at::Tensor reduce_scatter_uneven(Group& g, const at::Tensor& t, int64_t dim, const std::vector<int64_t>& sizes) {
+  MT_CHECK(static_cast<int>(sizes.size()) == g.size(), "reduce_scatter: ", sizes.size(), " sizes for a group of ", g.size());
+  MT_CHECK(std::accumulate(sizes.begin(), sizes.end(), int64_t{0}) == t.size(dim), "reduce_scatter: sizes sum to ",
+           std::accumulate(sizes.begin(), sizes.end(), int64_t{0}), " but the tensor has ", t.size(dim), " along dim ", dim);
+  if (g.size() == 1) return t;
+  const int64_t most = *std::max_element(sizes.begin(), sizes.end());
+  auto moved = t.movedim(dim, 0);
+  auto shape = moved.sizes().vec();
+  shape[0] = most * g.size();
+  auto padded = at::zeros(shape, t.options());
+  int64_t offset = 0;
+  for (int r = 0; r < g.size(); ++r) {
+    padded.narrow(0, r * most, sizes[r]).copy_(moved.narrow(0, offset, sizes[r]));
+    offset += sizes[r];
+  }
+  shape[0] = most;
+  auto out = at::empty(shape, t.options());
+  g.count_sent(ring_share(g, nbytes(padded)));
+  run(g, "reduce_scatter", [&] { return g.backend().reduce_scatter_single(out, padded); });
+  return out.narrow(0, 0, sizes[g.rank()]).movedim(0, dim).contiguous();
+}
+
+at::Tensor reduce_scatter(Group& g, const at::Tensor& t, int64_t dim) {
+  MT_CHECK(t.size(dim) % g.size() == 0, "reduce_scatter: size ", t.size(dim), " along dim ", dim,
+           " is not divisible by the group size ", g.size());
+  return reduce_scatter_uneven(g, t, dim, std::vector<int64_t>(g.size(), t.size(dim) / g.size()));
+}
+
+at::Tensor all_to_all(Group& g, const at::Tensor& t, const std::vector<int64_t>& send_sizes,
+                      const std::vector<int64_t>& recv_sizes) {
+  MT_CHECK(static_cast<int>(send_sizes.size()) == g.size() && static_cast<int>(recv_sizes.size()) == g.size(),
+           "all_to_all: split lists must have one entry per rank (", g.size(), ")");
+  MT_CHECK(std::accumulate(send_sizes.begin(), send_sizes.end(), int64_t{0}) == t.size(0), "all_to_all: send sizes sum to ",
+           std::accumulate(send_sizes.begin(), send_sizes.end(), int64_t{0}), " but the tensor has ", t.size(0), " rows");
+  if (g.size() == 1) return t;
+  auto in = t.contiguous();
+  auto shape = in.sizes().vec();
+  shape[0] = std::accumulate(recv_sizes.begin(), recv_sizes.end(), int64_t{0});
+  auto out = at::empty(shape, in.options());
+  const uint64_t row = in.size(0) ? nbytes(in) / static_cast<uint64_t>(in.size(0)) : 0;
+  g.count_sent(row * static_cast<uint64_t>(t.size(0) - send_sizes[g.rank()]));
+  std::vector<int64_t> send(send_sizes), recv(recv_sizes);
+  run(g, "all_to_all", [&] { return g.backend().all_to_all_single(out, in, recv, send); });
+  return out;
+}
+
+void broadcast_(Group& g, at::Tensor& t, int root) {
+  if (g.size() == 1) return;
+  if (g.rank() == root) g.count_sent(nbytes(t));
+  std::vector<at::Tensor> ts{t};
+  c10d::BroadcastOptions opts;
+  opts.rootRank = root;
+  run(g, "broadcast", [&] { return g.backend().broadcast(ts, opts); });
+}
+
+void send(Group& g, const at::Tensor& t, int dst) {
+  g.count_sent(nbytes(t));
+  std::vector<at::Tensor> ts{t.contiguous()};
+  run(g, "send", [&] { return g.backend().send(ts, dst, 0); });
+}
+
+void recv(Group& g, at::Tensor& t, int src) {
+  std::vector<at::Tensor> ts{t};
+  run(g, "recv", [&] { return g.backend().recv(ts, src, 0); });
+}
+
+void barrier(Group& g) {
+  if (g.size() == 1) return;
+  run(g, "barrier", [&] { return g.backend().barrier(); });
+}
+
+}  // namespace meshtrain::dist

@@ -1,0 +1,37 @@
+// Collectives on a Group, synchronous unless named _async, each a no-op on a group of size 1.
+// Every failure or time-out becomes an Error naming this rank, the operation and the group.
+// Bytes sent are counted as the ring algorithm sends them: all-reduce 2(n-1)/n·M, all-gather
+// and reduce-scatter (n-1)/n·M of the full tensor, all-to-all what leaves this rank.
+#pragma once
+#include <torch/csrc/distributed/c10d/Work.hpp>
+#include <torch/csrc/distributed/c10d/Types.hpp>
+
+#include <vector>
+
+#include "dist/group.h"
+
+namespace meshtrain::dist {
+
+void all_reduce_(Group& g, at::Tensor& t, c10d::ReduceOp op = c10d::ReduceOp::SUM);
+// Starts an in-place all-reduce; wait with wait_work(). Null on a group of size 1.
+c10::intrusive_ptr<c10d::Work> all_reduce_async(Group& g, at::Tensor& t);
+void wait_work(Group& g, const c10::intrusive_ptr<c10d::Work>& work, const char* op);
+
+// Concatenation of every rank's t along dim (all ranks pass the same shape).
+at::Tensor all_gather(Group& g, const at::Tensor& t, int64_t dim);
+// Chunks of different sizes along dim: sizes[r] is rank r's extent (torch.chunk shards).
+at::Tensor all_gather_uneven(Group& g, const at::Tensor& t, int64_t dim, const std::vector<int64_t>& sizes);
+// Sum over ranks of t, then this rank's chunk along dim (t.size(dim) divisible by the group size).
+at::Tensor reduce_scatter(Group& g, const at::Tensor& t, int64_t dim);
+// Sum over ranks, then rows [offsets[r], offsets[r] + sizes[r]) along dim for rank r.
+at::Tensor reduce_scatter_uneven(Group& g, const at::Tensor& t, int64_t dim, const std::vector<int64_t>& sizes);
+// Rows of t along dim 0 go to rank r in blocks of send_sizes[r]; block r of the result came
+// from rank r, recv_sizes[r] rows.
+at::Tensor all_to_all(Group& g, const at::Tensor& t, const std::vector<int64_t>& send_sizes,
+                      const std::vector<int64_t>& recv_sizes);
+void broadcast_(Group& g, at::Tensor& t, int root);
+void send(Group& g, const at::Tensor& t, int dst);
+void recv(Group& g, at::Tensor& t, int src);
+void barrier(Group& g);
+
+}  // namespace meshtrain::dist

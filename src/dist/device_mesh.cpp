@@ -1,0 +1,111 @@
+#include "dist/device_mesh.h"
+
+#include <algorithm>
+
+#include "util/check.h"
+
+namespace meshtrain::dist {
+
+MeshSizes resolve_mesh_sizes(MeshSizes s, int64_t world) {
+  const std::array<std::pair<const char*, int64_t>, 5> named = {
+      std::pair{"dp_replicate_size", s.dp_replicate}, {"dp_shard_size", s.dp_shard}, {"cp_size", s.cp},
+      {"sp_size", s.sp}, {"tp_size", s.tp}};
+  for (auto [name, v] : named)
+    if (v < 1 && !(v == -1 && std::string(name) == "dp_shard_size"))
+      throw UsageError(str_cat(name, " must be at least 1, but got ", v));
+  if (s.dp_shard == -1) {
+    const int64_t rest = s.dp_replicate * s.cp * s.sp * s.tp;
+    if (world % rest != 0)
+      throw UsageError(str_cat("dp_shard_size -1: world size ", world, " is not divisible by dp_replicate_size ",
+                               s.dp_replicate, " x cp_size ", s.cp, " x sp_size ", s.sp, " x tp_size ", s.tp, " = ", rest));
+    s.dp_shard = world / rest;
+  }
+  if (s.product() != world)
+    throw UsageError(str_cat("dp_replicate_size ", s.dp_replicate, " x dp_shard_size ", s.dp_shard, " x cp_size ", s.cp,
+                             " x sp_size ", s.sp, " x tp_size ", s.tp, " = ", s.product(),
+                             " does not match the world size ", world));
+  return s;
+}
+
+const std::map<std::string, std::vector<std::string>>& DeviceMesh::flattened() {
+  static const std::map<std::string, std::vector<std::string>> f = {
+      {"dp", {"dp_replicate", "dp_shard"}},
+      {"dp_shard_cp", {"dp_shard", "cp"}},
+      {"dp_cp", {"dp_replicate", "dp_shard", "cp"}},
+      {"world", {"dp_replicate", "dp_shard", "cp", "sp", "tp"}}};
+  return f;
+}
+
+DeviceMesh::DeviceMesh(MeshSizes sizes, int rank) : sizes_(sizes), rank_(rank) {
+  MT_CHECK(rank >= 0 && rank < world_size(), "rank ", rank, " is outside a mesh of ", world_size(), " ranks");
+  int64_t r = rank;
+  for (size_t d = kDims.size(); d-- > 0;) {  // tp varies fastest
+    coords_[d] = r % dim_size(d);
+    r /= dim_size(d);
+  }
+  for (auto name : kDims) groups_[name] = Group::solo(name, rank);
+  for (auto& [name, dims] : flattened()) groups_[name] = Group::solo(name, rank);
+}
+
+int64_t DeviceMesh::dim_size(size_t d) const {
+  const std::array<int64_t, 5> s = {sizes_.dp_replicate, sizes_.dp_shard, sizes_.cp, sizes_.sp, sizes_.tp};
+  return s[d];
+}
+
+std::vector<std::string> DeviceMesh::dims_of(const std::string& name) const {
+  if (auto it = flattened().find(name); it != flattened().end()) return it->second;
+  MT_CHECK(std::find(kDims.begin(), kDims.end(), name) != kDims.end(), "unknown mesh dim '", name,
+           "' (dims: dp_replicate, dp_shard, cp, sp, tp; flattened: dp, dp_shard_cp, dp_cp)");
+  return {name};
+}
+
+int64_t DeviceMesh::size(const std::string& name) const {
+  int64_t n = 1;
+  for (auto& dim : dims_of(name))
+    n *= dim_size(std::find(kDims.begin(), kDims.end(), dim) - kDims.begin());
+  return n;
+}
+
+int64_t DeviceMesh::coordinate(const std::string& name) const {
+  int64_t c = 0;
+  for (auto& dim : dims_of(name)) {
+    const size_t d = std::find(kDims.begin(), kDims.end(), dim) - kDims.begin();
+    c = c * dim_size(d) + coords_[d];
+  }
+  return c;
+}
+
+std::vector<int> DeviceMesh::group_ranks(const std::string& name) const {
+  std::vector<size_t> free;
+  for (auto& dim : dims_of(name)) free.push_back(std::find(kDims.begin(), kDims.end(), dim) - kDims.begin());
+  std::vector<int> ranks;
+  // Enumerate the free dims in mesh order (outer to inner), the others fixed at this rank's coords.
+  const int64_t n = size(name);
+  for (int64_t i = 0; i < n; ++i) {
+    auto c = coords_;
+    int64_t rest = i;
+    for (size_t k = free.size(); k-- > 0;) {
+      c[free[k]] = rest % dim_size(free[k]);
+      rest /= dim_size(free[k]);
+    }
+    int64_t r = 0;
+    for (size_t d = 0; d < kDims.size(); ++d) r = r * dim_size(d) + c[d];
+    ranks.push_back(static_cast<int>(r));
+  }
+  return ranks;
+}
+
+void DeviceMesh::create_groups(const c10::intrusive_ptr<c10d::Store>& store, std::chrono::milliseconds timeout,
+                               const std::string& master_addr) {
+  std::vector<std::string> names(kDims.begin(), kDims.end());
+  for (auto& [name, dims] : flattened()) names.push_back(name);
+  for (auto& name : names)
+    groups_[name] = std::make_shared<Group>(name, group_ranks(name), rank_, store, timeout, master_addr);
+}
+
+Group& DeviceMesh::group(const std::string& name) const {
+  dims_of(name);  // validates the name
+  return *groups_.at(name);
+}
+
+}  // namespace meshtrain::dist

@@ -1,0 +1,59 @@
+// The device mesh: named dims dp_replicate, dp_shard, cp, sp, tp (tp varies fastest), each
+// rank's coordinates, and one process group per dim plus the flattened dims dp
+// (dp_replicate × dp_shard), dp_shard_cp, dp_cp and world, created once. A layout-only mesh (no
+// groups) serves `meshtrain plan`.
+#pragma once
+#include <torch/csrc/distributed/c10d/Store.hpp>
+
+#include <array>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dist/group.h"
+
+namespace meshtrain::dist {
+
+struct MeshSizes {
+  int64_t dp_replicate = 1, dp_shard = 1, cp = 1, sp = 1, tp = 1;
+  int64_t product() const { return dp_replicate * dp_shard * cp * sp * tp; }
+};
+
+// Fills dp_shard = -1 with what the world leaves; checks every size >= 1 and that the product
+// equals the world size, else an error with the numbers.
+MeshSizes resolve_mesh_sizes(MeshSizes sizes, int64_t world_size);
+
+class DeviceMesh {
+ public:
+  static constexpr std::array<const char*, 5> kDims = {"dp_replicate", "dp_shard", "cp", "sp", "tp"};
+  static const std::map<std::string, std::vector<std::string>>& flattened();  // name -> dims
+
+  DeviceMesh(MeshSizes sizes, int rank);
+
+  const MeshSizes& sizes() const { return sizes_; }
+  int rank() const { return rank_; }
+  int world_size() const { return static_cast<int>(sizes_.product()); }
+  int64_t size(const std::string& dim_or_flat) const;
+  // This rank's coordinate on a dim, or its index within a flattened dim.
+  int64_t coordinate(const std::string& dim_or_flat) const;
+  // Global ranks of this rank's group on a dim or a flattened dim, in group order.
+  std::vector<int> group_ranks(const std::string& dim_or_flat) const;
+
+  // Creates every group this rank belongs to (collective over the world: all ranks call it).
+  void create_groups(const c10::intrusive_ptr<c10d::Store>& store, std::chrono::milliseconds timeout,
+                     const std::string& master_addr);
+  // The group of a dim or flattened dim (solo groups when create_groups was not called).
+  Group& group(const std::string& dim_or_flat) const;
+
+ private:
+  std::vector<std::string> dims_of(const std::string& dim_or_flat) const;
+  int64_t dim_size(size_t d) const;
+  MeshSizes sizes_;
+  int rank_;
+  std::array<int64_t, 5> coords_{};
+  std::map<std::string, std::shared_ptr<Group>> groups_;
+};
+
+}  // namespace meshtrain::dist

@@ -1,0 +1,42 @@
+#include "dist/group.h"
+
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+
+#include <algorithm>
+
+#include "util/check.h"
+
+namespace meshtrain::dist {
+
+Group::Group(std::string name, std::vector<int> ranks, int global_rank)
+    : name_(std::move(name)), ranks_(std::move(ranks)) {
+  auto it = std::find(ranks_.begin(), ranks_.end(), global_rank);
+  MT_CHECK(it != ranks_.end(), "rank ", global_rank, " is not a member of group ", name_);
+  index_ = static_cast<int>(it - ranks_.begin());
+}
+
+Group::Group(std::string name, std::vector<int> ranks, int global_rank, const c10::intrusive_ptr<c10d::Store>& store,
+             std::chrono::milliseconds timeout, const std::string& master_addr)
+    : Group(std::move(name), std::move(ranks), global_rank) {
+  timeout_ = timeout;
+  if (ranks_.size() <= 1) return;
+  std::string key = name_;
+  for (int r : ranks_) key += "_" + std::to_string(r);
+  auto options = c10d::ProcessGroupGloo::Options::create(timeout);
+  const bool loopback = master_addr.starts_with("127.") || master_addr == "localhost" || master_addr == "::1";
+  options->devices.push_back(loopback ? c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1")
+                                      : c10d::ProcessGroupGloo::createDefaultDevice());
+  auto prefixed = c10::make_intrusive<c10d::PrefixStore>(key, store);
+  try {
+    backend_ = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, index_, size(), options);
+  } catch (const std::exception& e) {
+    fail("rank ", global_rank, ": creating group ", name_, " failed: ", e.what());
+  }
+}
+
+std::shared_ptr<Group> Group::solo(std::string name, int global_rank) {
+  return std::shared_ptr<Group>(new Group(std::move(name), {global_rank}, global_rank));
+}
+
+}  // namespace meshtrain::dist

@@ -1,0 +1,49 @@
+// A process group: the ranks of one mesh dim (or of several flattened dims) that include this
+// rank, with its Gloo backend and the bytes its collectives send. A group of size 1 has no
+// backend, and every collective on it is a no-op.
+#pragma once
+#include <torch/csrc/distributed/c10d/Backend.hpp>
+#include <torch/csrc/distributed/c10d/Store.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace meshtrain::dist {
+
+class Group {
+ public:
+  // Creates the Gloo backend when ranks.size() > 1: every member must call this with the same
+  // name and ranks (the store key prefix is derived from them). Peers connect over loopback
+  // when master_addr is a loopback address, else over the interface of this host's name.
+  Group(std::string name, std::vector<int> ranks, int global_rank, const c10::intrusive_ptr<c10d::Store>& store,
+        std::chrono::milliseconds timeout, const std::string& master_addr);
+  // A group of this rank alone.
+  static std::shared_ptr<Group> solo(std::string name, int global_rank);
+
+  const std::string& name() const { return name_; }
+  int size() const { return static_cast<int>(ranks_.size()); }
+  int rank() const { return index_; }  // position in the group
+  int global_rank() const { return ranks_[index_]; }
+  const std::vector<int>& ranks() const { return ranks_; }
+  c10d::Backend& backend() const { return *backend_; }
+  std::chrono::milliseconds timeout() const { return timeout_; }
+
+  // Bytes this rank sent, as the ring / pairwise algorithm of each collective counts them.
+  void count_sent(uint64_t bytes) { bytes_sent_ += bytes; }
+  uint64_t bytes_sent() const { return bytes_sent_; }
+  void reset_bytes_sent() { bytes_sent_ = 0; }
+
+ private:
+  Group(std::string name, std::vector<int> ranks, int global_rank);
+  std::string name_;
+  std::vector<int> ranks_;
+  int index_ = 0;
+  std::chrono::milliseconds timeout_{300000};
+  c10::intrusive_ptr<c10d::Backend> backend_;
+  std::atomic<uint64_t> bytes_sent_{0};
+};
+
+}  // namespace meshtrain::dist

@@ -1,0 +1,27 @@
+// Process-group bootstrap: the TCPStore rendezvous on MASTER_ADDR:MASTER_PORT (rank 0 serves
+// it), a check that every rank arrived (naming the ones that did not), then the mesh groups.
+#pragma once
+#include <torch/csrc/distributed/c10d/Store.hpp>
+
+#include <chrono>
+#include <memory>
+
+#include "dist/device_mesh.h"
+#include "dist/rank_env.h"
+
+namespace meshtrain::dist {
+
+struct Runtime {
+  RankEnv env;
+  c10::intrusive_ptr<c10d::Store> store;  // null for a single process
+  std::shared_ptr<DeviceMesh> mesh;
+};
+
+// A single process gets a mesh of solo groups and no store.
+Runtime start_runtime(const RankEnv& env, const MeshSizes& sizes, std::chrono::milliseconds timeout);
+
+// Every rank marks its arrival in the store, then waits for all others until the time-out;
+// throws naming the ranks that never came.
+void rendezvous(c10d::Store& store, int rank, int world_size, std::chrono::milliseconds timeout);
+
+}  // namespace meshtrain::dist

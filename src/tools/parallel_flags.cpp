@@ -1,0 +1,56 @@
+#include "tools/parallel_flags.h"
+
+#include <cstdlib>
+
+#include "util/check.h"
+
+namespace meshtrain::tools {
+
+std::vector<FlagSpec> parallel_flag_specs() {
+  return {
+      {"dp_replicate_size", "data-parallel replicas: DDP, or HSDP with dp_shard (default 1)"},
+      {"dp_shard_size", "FSDP shards; -1 takes what the other sizes leave (default 1)"},
+      {"tp_size", "tensor-parallel size (default 1)"},
+      {"cp_size", "context-parallel size (default 1)"},
+      {"sp_size", "Ulysses sequence-parallel size (default 1)"},
+      {"ep_size", "expert-parallel size (default 1)"},
+      {"ddp_bucket_cap_mb", "DDP gradient bucket size in MiB (default 25)"},
+      {"reshard_after_forward", "FSDP: free gathered layer weights after forward: true|false (default true)"},
+      {"timeout", "seconds before a missing rank or a stalled collective ends the run "
+                  "(default $MESHTRAIN_TIMEOUT_S or 300)"},
+  };
+}
+
+dist::MeshSizes mesh_sizes_from(const Flags& flags) {
+  dist::MeshSizes s;
+  s.dp_replicate = flags.get_int("dp_replicate_size", 1);
+  s.dp_shard = flags.get_int("dp_shard_size", 1);
+  s.tp = flags.get_int("tp_size", 1);
+  s.cp = flags.get_int("cp_size", 1);
+  s.sp = flags.get_int("sp_size", 1);
+  const int64_t ep = flags.get_int("ep_size", 1);
+  if (ep != 1) throw UsageError(str_cat("--ep_size ", ep, ": expert parallelism is not implemented yet"));
+  return s;
+}
+
+parallel::ParallelOptions parallel_options_from(const Flags& flags) {
+  parallel::ParallelOptions o;
+  o.ddp_bucket_cap_mb = flags.get_double("ddp_bucket_cap_mb", o.ddp_bucket_cap_mb);
+  if (o.ddp_bucket_cap_mb <= 0)
+    throw UsageError(str_cat("--ddp_bucket_cap_mb must be positive, got ", o.ddp_bucket_cap_mb));
+  const auto reshard = flags.get("reshard_after_forward", "true");
+  if (reshard != "true" && reshard != "false")
+    throw UsageError("--reshard_after_forward must be true or false, got '" + reshard + "'");
+  o.reshard_after_forward = reshard == "true";
+  return o;
+}
+
+dist::Runtime start_runtime_from(const Flags& flags) {
+  const char* env_timeout = std::getenv("MESHTRAIN_TIMEOUT_S");
+  const double seconds = flags.get_double("timeout", env_timeout ? std::atof(env_timeout) : 300.0);
+  if (seconds <= 0) throw UsageError(str_cat("--timeout must be positive, got ", seconds));
+  return dist::start_runtime(dist::rank_env_from_environment(), mesh_sizes_from(flags),
+                             std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000)));
+}
+
+}  // namespace meshtrain::tools

@@ -1,0 +1,62 @@
+// FSDP's sharding: each rank holds its torch.chunk block of every parameter (so gradients and
+// optimizer state shrink as 1/dp_shard), including empty tail shards, and gradients equal the
+// serial ones on the same global batch.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "dist/comm_autograd.h"
+#include "nn/causal_lm_loss.h"
+#include "support/run_ranks.h"
+#include "train/trainer.h"
+
+using namespace meshtrain;
+using meshtrain::testing::run_ranks;
+using meshtrain::testing::sizes;
+
+namespace {
+
+models::LlamaConfig golden_config() {
+  return models::LlamaConfig::load(std::filesystem::path(MESHTRAIN_SOURCE_DIR) / "tests/golden/llama-tied-llama3");
+}
+
+}  // namespace
+
+TEST(Fsdp, ShardsAreChunksAndGradientsEqualSerial) {
+  auto config = golden_config();  // tied embeddings, biases; norm weights of 48 rows
+  at::manual_seed(3);
+  auto ids = at::randint(0, config.vocab_size, {4, 12});
+  auto targets = nn::shift_labels(ids);
+  const int64_t count = nn::count_targets(targets);
+
+  auto serial = std::make_shared<models::LlamaForCausalLM>(config);
+  serial->init_weights(11);
+  auto solo = std::make_shared<parallel::ParallelModel>(serial, std::make_shared<dist::DeviceMesh>(dist::MeshSizes{}, 0),
+                                                        parallel::ParallelOptions{});
+  train::accumulate_gradients(*solo, {{ids, targets}}, count);
+  std::map<std::string, at::Tensor> want;
+  for (auto& [name, p] : serial->named_params()) want[name] = p.grad();
+
+  for (int n : {3, 5}) {  // 5 ranks: k/v bias (32 rows) splits 7,7,7,7,4; q bias (64) 13 x4, 12
+    run_ranks(sizes(1, n), [&](std::shared_ptr<dist::DeviceMesh> mesh) {
+      auto model = std::make_shared<models::LlamaForCausalLM>(config);
+      model->init_weights(11);
+      auto pm = std::make_shared<parallel::ParallelModel>(model, mesh, parallel::ParallelOptions{});
+      const int r = mesh->rank();
+      // Each rank takes its rows of the batch (rank r: rows r, r + n, ...), as the trainer does.
+      std::vector<int64_t> rows;
+      for (int64_t i = r; i < 4; i += n) rows.push_back(i);
+      auto index = at::tensor(rows, at::kLong);
+      std::vector<train::MicroBatch> mine;
+      if (!rows.empty()) mine.push_back({ids.index_select(0, index), targets.index_select(0, index)});
+      else mine.push_back({ids.narrow(0, 0, 1), at::full({1, 12}, nn::kIgnoreIndex, at::kLong)});
+      train::accumulate_gradients(*pm, mine, count);
+      for (auto& [name, p] : model->named_params()) {
+        const auto& place = model->placement(name);
+        auto sizes = dist::chunk_sizes(place.global_shape[0], n);
+        ASSERT_EQ(p.size(0), sizes[r]) << name;
+        auto expected = want.at(name).narrow(0, place.offset[0], sizes[r]);
+        EXPECT_TRUE(at::allclose(p.grad(), expected, 1e-4, 1e-6)) << name << " on rank " << r;
+      }
+    });
+  }
+}
