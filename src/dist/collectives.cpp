@@ -32,8 +32,10 @@ void wait_work(Group& g, const c10::intrusive_ptr<c10d::Work>& work, const char*
   try {
     work->wait(g.timeout());
   } catch (const std::exception& e) {
-    fail("rank ", g.global_rank(), ": ", op, " on group ", g.name(), " (ranks of size ", g.size(),
-         ") failed or timed out after ", g.timeout().count() / 1000.0, " s: ", e.what());
+    std::string ranks;
+    for (int r : g.ranks()) ranks += (ranks.empty() ? "" : ", ") + std::to_string(r);
+    fail("rank ", g.global_rank(), ": ", op, " on group ", g.name(), " (ranks ", ranks, ") failed or timed out after ",
+         g.timeout().count() / 1000.0, " s: ", e.what());
   }
 }
 
@@ -76,6 +78,33 @@ at::Tensor all_gather_uneven(Group& g, const at::Tensor& t, int64_t dim, const s
   std::vector<at::Tensor> parts;
   for (int r = 0; r < g.size(); ++r) parts.push_back(out.narrow(0, r * most, sizes[r]));
   return at::cat(parts, 0).movedim(0, dim).contiguous();
+}
+
+PendingGather all_gather_1d_async(Group& g, const at::Tensor& t, const std::vector<int64_t>& sizes) {
+  MT_CHECK(t.dim() == 1 && static_cast<int>(sizes.size()) == g.size() && t.size(0) == sizes[g.rank()],
+           "all_gather_1d_async: a 1-D tensor of this rank's size (", sizes[g.rank()], ") expected, got ", t.sizes());
+  PendingGather p{{}, t, sizes};
+  if (g.size() == 1) return p;
+  const int64_t most = *std::max_element(sizes.begin(), sizes.end());
+  auto in = at::zeros({most}, t.options());
+  in.narrow(0, 0, t.size(0)).copy_(t);
+  p.padded = at::empty({most * g.size()}, t.options());
+  g.count_sent(ring_share(g, nbytes(p.padded)));
+  try {
+    p.work = g.backend().all_gather_single(p.padded, in);
+  } catch (const std::exception& e) {
+    fail("rank ", g.global_rank(), ": all_gather on group ", g.name(), " failed: ", e.what());
+  }
+  return p;
+}
+
+at::Tensor finish_gather(Group& g, PendingGather& p) {
+  if (g.size() == 1) return p.padded;
+  wait_work(g, p.work, "all_gather");
+  const int64_t most = p.padded.size(0) / g.size();
+  std::vector<at::Tensor> parts;
+  for (int r = 0; r < g.size(); ++r) parts.push_back(p.padded.narrow(0, r * most, p.sizes[r]));
+  return at::cat(parts);
 }
 
 at::Tensor all_gather(Group& g, const at::Tensor& t, int64_t dim) {

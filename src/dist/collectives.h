@@ -21,6 +21,14 @@ void wait_work(Group& g, const c10::intrusive_ptr<c10d::Work>& work, const char*
 at::Tensor all_gather(Group& g, const at::Tensor& t, int64_t dim);
 // Chunks of different sizes along dim: sizes[r] is rank r's extent (torch.chunk shards).
 at::Tensor all_gather_uneven(Group& g, const at::Tensor& t, int64_t dim, const std::vector<int64_t>& sizes);
+// The same for 1-D tensors, started now and finished later (to overlap it with computation).
+struct PendingGather {
+  c10::intrusive_ptr<c10d::Work> work;
+  at::Tensor padded;  // [most * n]
+  std::vector<int64_t> sizes;
+};
+PendingGather all_gather_1d_async(Group& g, const at::Tensor& t, const std::vector<int64_t>& sizes);
+at::Tensor finish_gather(Group& g, PendingGather& pending);
 // Sum over ranks of t, then this rank's chunk along dim (t.size(dim) divisible by the group size).
 at::Tensor reduce_scatter(Group& g, const at::Tensor& t, int64_t dim);
 // Sum over ranks, then rows [offsets[r], offsets[r] + sizes[r]) along dim for rank r.

@@ -7,7 +7,6 @@
 #include <map>
 #include <numeric>
 
-#include "dist/collectives.h"
 #include "dist/comm_autograd.h"
 #include "util/check.h"
 
@@ -18,21 +17,24 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// forward: all-gather of the dim-0 blocks over dp_shard / backward: reduce-scatter of the
-// gradient over dp_shard, then all-reduce over dp_replicate; the full weight is freed after.
-struct GatherParam : torch::autograd::Function<GatherParam> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& shard, Fsdp* fsdp, Fsdp::Param* param) {
+// forward: the unit's full weights from its gathered flat buffer / backward: reduce-scatter
+// of the unit's gradients over dp_shard, all-reduce over dp_replicate; the full weights are
+// dropped after (nothing reads them once their gradients are done).
+struct GatherUnit : torch::autograd::Function<GatherUnit> {
+  // local: this rank's shards, flattened and concatenated (autograd splits its gradient back).
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& local, const at::Tensor& flat, Fsdp* fsdp,
+                               Fsdp::Unit* unit) {
     ctx->saved_data["fsdp"] = reinterpret_cast<int64_t>(fsdp);
-    ctx->saved_data["param"] = reinterpret_cast<int64_t>(param);
-    return dist::all_gather_uneven(fsdp->shard_group(), shard, 0, param->sizes);
+    ctx->saved_data["unit"] = reinterpret_cast<int64_t>(unit);
+    return fsdp->unflatten(*unit, flat);
   }
-  static variable_list backward(AutogradContext* ctx, variable_list grad) {
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto* fsdp = reinterpret_cast<Fsdp*>(ctx->saved_data["fsdp"].toInt());
-    auto* param = reinterpret_cast<Fsdp::Param*>(ctx->saved_data["param"].toInt());
-    auto g = dist::reduce_scatter_uneven(fsdp->shard_group(), grad[0].contiguous(), 0, param->sizes);
-    dist::all_reduce_(fsdp->replicate_group(), g);
-    param->full = at::Tensor();  // nothing reads the full weight after its gradient is done
-    return {g, at::Tensor(), at::Tensor()};
+    auto* unit = reinterpret_cast<Fsdp::Unit*>(ctx->saved_data["unit"].toInt());
+    auto mine = dist::reduce_scatter_uneven(fsdp->shard_group(), fsdp->flatten_grads(*unit, grads), 0, unit->flat_sizes);
+    dist::all_reduce_(fsdp->replicate_group(), mine);
+    for (auto& p : unit->params) p.full = at::Tensor();
+    return {mine, at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -44,22 +46,25 @@ class FsdpLayerRunner : public nn::LayerRunner {
  public:
   explicit FsdpLayerRunner(Fsdp& fsdp) : fsdp_(fsdp) {}
   at::Tensor run(int64_t index, const nn::LayerForward& layer, const at::Tensor& hidden) override {
-    auto& unit = fsdp_.layer_unit(index);
-    fsdp_.gather(unit);
+    fsdp_.gather_layer(index);
     auto out = layer(hidden);
-    if (fsdp_.reshard_after_forward() && out.requires_grad()) {
-      fsdp_.free(unit);
-      out.register_hook([this, &unit](const at::Tensor& grad) {
-        fsdp_.regather(unit);
-        return grad;
-      });
-    }
+    fsdp_.after_layer_forward(index, out);
     return out;
   }
 
  private:
   Fsdp& fsdp_;
 };
+
+// Offset of rank k's segment, and of parameter q inside any rank's segment.
+int64_t rank_base(const Fsdp::Unit& u, size_t k) {
+  return std::accumulate(u.flat_sizes.begin(), u.flat_sizes.begin() + static_cast<int64_t>(k), int64_t{0});
+}
+int64_t param_base(const Fsdp::Unit& u, size_t k, size_t q) {
+  int64_t off = 0;
+  for (size_t j = 0; j < q; ++j) off += u.params[j].rows[k] * u.params[j].row_numel;
+  return off;
+}
 
 }  // namespace
 
@@ -68,7 +73,8 @@ Fsdp::Fsdp(models::LlamaForCausalLM& model, const dist::DeviceMesh& mesh, bool r
       shard_group_(mesh.group("dp_shard")),
       replicate_group_(mesh.group("dp_replicate")),
       reshard_after_forward_(reshard_after_forward) {
-  MT_CHECK(model.named_params().front().second.is_cpu(), "FSDP's freeing of gathered weights is implemented for CPU tensors only");
+  MT_CHECK(model.named_params().front().second.is_cpu(),
+           "FSDP's freeing of gathered weights is implemented for CPU tensors only");
   const int64_t n = shard_group_.size();
   const int64_t me = shard_group_.rank();
   std::map<std::string, at::Tensor> params;
@@ -79,16 +85,21 @@ Fsdp::Fsdp(models::LlamaForCausalLM& model, const dist::DeviceMesh& mesh, bool r
     auto& p = params.at(name);
     auto& place = model.placement(name);
     MT_CHECK(place.is_whole(), "FSDP expects unsharded parameters; ", name, " is already sharded");
-    auto sizes = dist::chunk_sizes(p.size(0), n);
-    const int64_t offset = std::accumulate(sizes.begin(), sizes.begin() + me, int64_t{0});
-    p.set_data(p.narrow(0, offset, sizes[me]).clone());
+    auto rows = dist::chunk_sizes(p.size(0), n);
+    const int64_t offset = std::accumulate(rows.begin(), rows.begin() + me, int64_t{0});
+    const int64_t row_numel = p.size(0) ? p.numel() / p.size(0) : 0;
+    p.set_data(p.narrow(0, offset, rows[me]).clone());
     place.mesh_dims = {"dp_replicate", "dp_shard"};
     place.placements = {nn::Placement::replicate(), nn::Placement::shard(0)};
     place.offset[0] = offset;
     // Layer parameters are named model.layers.N.*; everything else belongs to the root unit.
-    size_t unit = 0;
-    if (name.starts_with("model.layers.")) unit = std::stoul(name.substr(13)) + 1;
-    units_[unit].params.push_back({name, p, slot, at::Tensor(), sizes});
+    size_t unit = name.starts_with("model.layers.") ? std::stoul(name.substr(13)) + 1 : 0;
+    units_[unit].params.push_back({p, slot, at::Tensor(), rows, row_numel});
+  }
+  for (auto& u : units_) {
+    u.flat_sizes.assign(n, 0);
+    for (auto& p : u.params)
+      for (int64_t k = 0; k < n; ++k) u.flat_sizes[k] += p.rows[k] * p.row_numel;
   }
   model.model->runner = std::make_shared<FsdpLayerRunner>(*this);
 }
@@ -99,15 +110,85 @@ Fsdp::~Fsdp() {
     for (auto& p : u.params) *p.slot = p.shard;
 }
 
-void Fsdp::gather_root() { gather(units_[0]); }
+std::vector<at::Tensor> Fsdp::unflatten(const Unit& u, const at::Tensor& flat) const {
+  std::vector<at::Tensor> fulls;
+  for (size_t q = 0; q < u.params.size(); ++q) {
+    const auto& p = u.params[q];
+    std::vector<at::Tensor> parts;
+    for (size_t k = 0; k < p.rows.size(); ++k)
+      parts.push_back(flat.narrow(0, rank_base(u, k) + param_base(u, k, q), p.rows[k] * p.row_numel));
+    auto shape = p.shard.sizes().vec();
+    shape[0] = std::accumulate(p.rows.begin(), p.rows.end(), int64_t{0});
+    fulls.push_back(at::cat(parts).view(shape));
+  }
+  return fulls;
+}
+
+at::Tensor Fsdp::flatten_grads(const Unit& u, const std::vector<at::Tensor>& grads) const {
+  std::vector<at::Tensor> parts;
+  for (size_t k = 0; k < u.flat_sizes.size(); ++k)
+    for (size_t q = 0; q < u.params.size(); ++q) {
+      const auto& p = u.params[q];
+      const int64_t start = std::accumulate(p.rows.begin(), p.rows.begin() + static_cast<int64_t>(k), int64_t{0});
+      if (grads[q].defined()) parts.push_back(grads[q].narrow(0, start, p.rows[k]).reshape({-1}));
+      else parts.push_back(at::zeros({p.rows[k] * p.row_numel}, p.shard.options()));
+    }
+  return at::cat(parts);
+}
+
+at::Tensor Fsdp::local_flat(const Unit& unit) const {
+  std::vector<at::Tensor> flat;
+  for (auto& p : unit.params) flat.push_back(p.shard.reshape({-1}));
+  return at::cat(flat);
+}
+
+void Fsdp::prefetch(Unit& unit) {
+  if (unit.pending) return;
+  at::NoGradGuard no_grad;
+  unit.pending = dist::all_gather_1d_async(shard_group_, local_flat(unit), unit.flat_sizes);
+}
+
+at::Tensor Fsdp::take_gathered(Unit& unit) {
+  prefetch(unit);
+  auto flat = dist::finish_gather(shard_group_, *unit.pending);
+  unit.pending.reset();
+  return flat;
+}
 
 void Fsdp::gather(Unit& unit) {
-  for (auto& p : unit.params) {
-    auto full = p.shard.requires_grad() && at::GradMode::is_enabled() ? GatherParam::apply(p.shard, this, &p)
-                                                                       : dist::all_gather_uneven(shard_group_, p.shard, 0, p.sizes);
-    p.full = full;
-    *p.slot = full;
+  auto flat = take_gathered(unit);
+  std::vector<at::Tensor> fulls;
+  if (at::GradMode::is_enabled()) {
+    fulls = GatherUnit::apply(local_flat(unit), flat, this, &unit);
+  } else {
+    fulls = unflatten(unit, flat);
   }
+  for (size_t q = 0; q < unit.params.size(); ++q) {
+    unit.params[q].full = fulls[q];
+    *unit.params[q].slot = fulls[q];
+  }
+}
+
+void Fsdp::gather_root() {
+  gather(units_[0]);
+  if (units_.size() > 1) prefetch(units_[1]);
+}
+
+void Fsdp::gather_layer(int64_t index) {
+  const size_t u = static_cast<size_t>(index) + 1;
+  gather(units_[u]);
+  if (u + 1 < units_.size()) prefetch(units_[u + 1]);
+}
+
+void Fsdp::after_layer_forward(int64_t index, at::Tensor& out) {
+  auto& unit = units_[static_cast<size_t>(index) + 1];
+  if (!reshard_after_forward_ || !out.requires_grad()) return;
+  free(unit);
+  out.register_hook([this, index](const at::Tensor& grad) {
+    regather(units_[static_cast<size_t>(index) + 1]);
+    if (index > 0) prefetch(units_[static_cast<size_t>(index)]);  // the layer below runs next
+    return grad;
+  });
 }
 
 void Fsdp::free(Unit& unit) {
@@ -117,13 +198,15 @@ void Fsdp::free(Unit& unit) {
 
 void Fsdp::regather(Unit& unit) {
   at::NoGradGuard no_grad;
-  for (auto& p : unit.params) {
+  auto flat = take_gathered(unit);
+  auto fulls = unflatten(unit, flat);
+  for (size_t q = 0; q < unit.params.size(); ++q) {
+    auto& p = unit.params[q];
     if (!p.full.defined()) continue;
-    auto gathered = dist::all_gather_uneven(shard_group_, p.shard.detach(), 0, p.sizes);
-    const size_t bytes = static_cast<size_t>(gathered.numel()) * gathered.element_size();
+    const size_t bytes = static_cast<size_t>(fulls[q].numel()) * fulls[q].element_size();
     set_storage_bytes(p.full, bytes);
     // Raw copy: the saved tensors of autograd see the same storage, and no version bump.
-    std::memcpy(p.full.data_ptr(), gathered.data_ptr(), bytes);
+    std::memcpy(p.full.data_ptr(), fulls[q].data_ptr(), bytes);
   }
 }
 

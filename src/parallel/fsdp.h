@@ -1,14 +1,17 @@
 // FSDP (ZeRO-3) over dp_shard, HSDP when dp_replicate > 1 too: every parameter keeps only its
-// torch.chunk block of dim 0 (so gradients and AdamW state are sharded as well). A unit (the
-// root: embeddings, final norm, lm_head; then each decoder layer) is all-gathered just before
-// its forward, through an autograd function whose backward reduce-scatters the gradient (and
-// all-reduces it over dp_replicate). With reshard_after_forward a layer's full weights are
-// freed after its forward and gathered again when its backward begins.
+// torch.chunk block of dim 0, so gradients and AdamW state are sharded as well. Parameters are
+// grouped in units (the root: embeddings, final norm, lm_head; then each decoder layer); a unit
+// is all-gathered as one flat buffer just before its forward, through an autograd function
+// whose backward reduce-scatters the unit's gradients as one flat buffer (and all-reduces them
+// over dp_replicate). The next layer's gather is started before the current layer computes.
+// With reshard_after_forward a layer's full weights are freed after its forward and gathered
+// again (prefetched one layer ahead) when its backward begins.
 #pragma once
-#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "dist/collectives.h"
 #include "dist/device_mesh.h"
 #include "models/llama.h"
 
@@ -19,30 +22,40 @@ class Fsdp {
   Fsdp(models::LlamaForCausalLM& model, const dist::DeviceMesh& mesh, bool reshard_after_forward);
   ~Fsdp();
 
-  // Gathers the root unit into the model's slots; call before each forward.
-  void gather_root();
-
   struct Param {
-    std::string name;
-    at::Tensor shard;        // the registered parameter: this rank's block
-    at::Tensor* slot;        // what the module reads in forward
-    at::Tensor full;         // the gathered weight, while it lives
-    std::vector<int64_t> sizes;  // dim-0 block sizes of all ranks
+    at::Tensor shard;             // the registered parameter: this rank's rows
+    at::Tensor* slot;             // what the module reads in forward
+    at::Tensor full;              // the gathered weight, while it lives
+    std::vector<int64_t> rows;    // dim-0 rows of every rank
+    int64_t row_numel;            // elements per row
   };
   struct Unit {
     std::vector<Param> params;
+    std::vector<int64_t> flat_sizes;  // elements of every rank's flat buffer
+    std::optional<dist::PendingGather> pending;
   };
 
-  // Used by the layer runner and the gather function.
-  void gather(Unit& unit);
-  void free(Unit& unit);
-  void regather(Unit& unit);
-  Unit& layer_unit(int64_t i) { return units_[static_cast<size_t>(i) + 1]; }
+  // Gathers the root unit into the model's slots and starts layer 0's gather; call before
+  // each forward.
+  void gather_root();
+  // Layer runner and backward hooks.
+  void gather_layer(int64_t index);
+  void after_layer_forward(int64_t index, at::Tensor& out);
+
+  // Used by the gather function: the flat layout of a unit.
+  std::vector<at::Tensor> unflatten(const Unit& unit, const at::Tensor& flat) const;
+  at::Tensor flatten_grads(const Unit& unit, const std::vector<at::Tensor>& grads) const;
   dist::Group& shard_group() const { return shard_group_; }
   dist::Group& replicate_group() const { return replicate_group_; }
-  bool reshard_after_forward() const { return reshard_after_forward_; }
 
  private:
+  void gather(Unit& unit);
+  at::Tensor local_flat(const Unit& unit) const;
+  void prefetch(Unit& unit);
+  at::Tensor take_gathered(Unit& unit);
+  void free(Unit& unit);
+  void regather(Unit& unit);
+
   models::LlamaForCausalLM& model_;
   std::vector<Unit> units_;  // [root, layer 0, layer 1, ...]
   dist::Group& shard_group_;

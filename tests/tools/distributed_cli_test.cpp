@@ -1,0 +1,125 @@
+// Distributed training as a user runs it: `meshtrain launch` with DDP and FSDP reproducing the
+// single-rank losses, `meshtrain plan`, invalid sizes, a rank that never arrives and a rank that
+// dies mid-run: every case ends with a non-zero exit and a message, never a hang.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "run_command.h"
+
+using meshtrain::testing::run_command;
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string kBin = MESHTRAIN_BIN;
+const std::string kSource = MESHTRAIN_SOURCE_DIR;
+using Clock = std::chrono::steady_clock;
+
+std::string train_args(const fs::path& out, int micro) {
+  return " train --config_name " + kSource + "/configs/llama-tiny --data " + kSource +
+         "/data/corpus.txt --seq_len 32 --max_steps 4 --logging_steps 1 --save_steps 0 --learning_rate 3e-3"
+         " --per_device_train_batch_size " + std::to_string(micro) + " --output_dir " + out.string();
+}
+
+std::vector<double> losses(const fs::path& metrics) {
+  std::ifstream in(metrics);
+  std::vector<double> out;
+  std::string line;
+  while (std::getline(in, line)) {
+    auto pos = line.find("\"loss\":");
+    out.push_back(std::stod(line.substr(pos + 7)));
+  }
+  return out;
+}
+
+fs::path temp_dir(const std::string& name) {
+  auto p = fs::temp_directory_path() / ("mt_dcli_" + std::to_string(::getpid()) + "_" + name);
+  fs::remove_all(p);
+  return p;
+}
+
+// A port for a hand-made rendezvous (the launcher picks its own).
+int test_port() { return 20000 + ::getpid() % 20000; }
+
+}  // namespace
+
+TEST(DistributedCli, LaunchedDdpAndFsdpReproduceTheSingleRankLosses) {
+  auto single = temp_dir("single"), ddp = temp_dir("ddp"), fsdp = temp_dir("fsdp");
+  auto r0 = run_command(kBin + train_args(single, 4));
+  ASSERT_EQ(r0.exit_code, 0) << r0.err;
+  auto r1 = run_command(kBin + " launch -n 2 --" + train_args(ddp, 2) + " --dp_replicate_size 2");
+  ASSERT_EQ(r1.exit_code, 0) << r1.err;
+  EXPECT_NE(r1.err.find("total_train_batch_size 4"), std::string::npos) << r1.err;
+  auto r2 = run_command(kBin + " launch -n 2 --" + train_args(fsdp, 2) + " --dp_shard_size -1");
+  ASSERT_EQ(r2.exit_code, 0) << r2.err;
+  auto a = losses(single / "metrics.jsonl"), b = losses(ddp / "metrics.jsonl"), c = losses(fsdp / "metrics.jsonl");
+  ASSERT_EQ(a.size(), 4u);
+  ASSERT_EQ(b.size(), 4u);
+  ASSERT_EQ(c.size(), 4u);
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_NEAR(b[i], a[i], 1e-5 * a[i]);
+    EXPECT_NEAR(c[i], a[i], 1e-5 * a[i]);
+  }
+  for (auto& d : {single, ddp, fsdp}) fs::remove_all(d);
+}
+
+TEST(DistributedCli, PlanPrintsCoordinatesAndGroups) {
+  auto r = run_command(kBin + " plan --world 8 --dp_shard_size -1 --tp_size 2 --dp_replicate_size 2");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("mesh dp_replicate=2 dp_shard=2 cp=1 sp=1 tp=2"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("rank 5: dp_replicate=1 dp_shard=0 cp=0 sp=0 tp=1 | dp_replicate[1,5] dp_shard[5,7]"),
+            std::string::npos)
+      << r.out;
+  auto bad = run_command(kBin + " plan --world 6 --tp_size 4");
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("= 4 does not match the world size 6"), std::string::npos) << bad.err;
+}
+
+TEST(DistributedCli, SizesThatDoNotMultiplyToTheWorldAreRejected) {
+  auto out = temp_dir("sizes");
+  auto r = run_command(kBin + train_args(out, 2) + " --dp_shard_size 2");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("dp_replicate_size 1 x dp_shard_size 2 x cp_size 1 x sp_size 1 x tp_size 1 = 2 does not match "
+                       "the world size 1"),
+            std::string::npos)
+      << r.err;
+  fs::remove_all(out);
+}
+
+TEST(DistributedCli, ARankThatNeverArrivesEndsTheRunNamingIt) {
+  auto out = temp_dir("alone");
+  const auto start = Clock::now();
+  auto r = run_command("RANK=0 WORLD_SIZE=2 LOCAL_RANK=0 LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" +
+                       std::to_string(test_port()) + " " + kBin + train_args(out, 2) +
+                       " --dp_replicate_size 2 --timeout 3");
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("rank(s) 1 of 2 never arrived"), std::string::npos) << r.err;
+  EXPECT_LT(seconds, 20.0);
+  fs::remove_all(out);
+}
+
+TEST(DistributedCli, ARankThatDiesMidRunEndsTheOthersWithinTheTimeout) {
+  auto out0 = temp_dir("mid0"), out1 = temp_dir("mid1");
+  const std::string env = "MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(test_port() + 1) +
+                          " WORLD_SIZE=2 LOCAL_WORLD_SIZE=2 ";
+  const std::string long_run = " --dp_replicate_size 2 --timeout 15 --max_steps 1000000 --logging_steps 1000000";
+  // Rank 1 is killed with SIGKILL after 5 s; rank 0 must notice and exit on its own.
+  const std::string script = "(" + env + "RANK=1 LOCAL_RANK=1 " + kBin + train_args(out1, 2) + long_run +
+                             " >/dev/null 2>&1 & p=$!; sleep 5; kill -9 $p) & " + env + "RANK=0 LOCAL_RANK=0 " + kBin +
+                             train_args(out0, 2) + long_run;
+  const auto start = Clock::now();
+  auto r = run_command("bash -c '" + script + "'");
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("rank 0: "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(" on group "), std::string::npos) << r.err;  // names the operation and its group
+  EXPECT_LT(seconds, 5 + 15 + 10);
+  fs::remove_all(out0);
+  fs::remove_all(out1);
+}
