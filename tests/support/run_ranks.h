@@ -4,6 +4,10 @@
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 
 #include <exception>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -33,6 +37,11 @@ inline void run_ranks(const dist::MeshSizes& sizes, const std::function<void(std
     });
   for (auto& t : threads) t.join();
   if (error) std::rethrow_exception(error);
+}
+
+inline std::string read_bytes(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 inline dist::MeshSizes sizes(int64_t dp_replicate, int64_t dp_shard, int64_t cp = 1, int64_t sp = 1, int64_t tp = 1) {
