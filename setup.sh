@@ -32,6 +32,9 @@ fi
 
 torch_dir=$("$venv/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))')
 export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/meshtrain/ccache}"
+# Hits across clones in other folders, and with the precompiled torch header.
+export CCACHE_BASEDIR="$PWD"
+export CCACHE_SLOPPINESS="pch_defines,time_macros,include_file_mtime,include_file_ctime"
 if [ ! -f "$build/build.ninja" ]; then
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTORCH_DIR="$torch_dir" \
     -DMESHTRAIN_PYTHON="$venv/bin/python" >/dev/null

@@ -22,7 +22,7 @@ Group::Group(std::string name, std::vector<int> ranks, int global_rank, const c1
   timeout_ = timeout;
   if (ranks_.size() <= 1) return;
   std::string key = name_;
-  for (int r : ranks_) key += "_" + std::to_string(r);
+  for (int r : ranks_) key.append("_").append(std::to_string(r));
   auto options = c10d::ProcessGroupGloo::Options::create(timeout);
   const bool loopback = master_addr.starts_with("127.") || master_addr == "localhost" || master_addr == "::1";
   options->devices.push_back(loopback ? c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1")
