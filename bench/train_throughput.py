@@ -5,9 +5,9 @@ Model configs/llama-small/config.json, seq 256, batch 8, fp32, AdamW (lr 1e-3), 
   meshtrain  build/meshtrain train ... (a fresh process; per-step tokens_per_s from metrics.jsonl)
   HF         LlamaForCausalLM (sdpa attention) + torch.optim.AdamW, eager, in this process
 and optionally (--omp-variants) meshtrain with OMP_WAIT_POLICY=PASSIVE and the HF loop in a
-child process twice, with the default environment and with OMP_WAIT_POLICY=PASSIVE. Rounds alternate because the machine is shared.
-The first --warmup steps of every round are dropped; the figure of merit is the median
-tokens/s. MFU = tokens/s * flops_per_token / GEMM rate, flops_per_token from `meshtrain info`
+child process twice, with the default environment and with OMP_WAIT_POLICY=PASSIVE. Rounds
+alternate because the machine is shared. The first --warmup steps of every round are dropped;
+the figure of merit is the median tokens/s. MFU = tokens/s * flops_per_token / GEMM rate, flops_per_token from `meshtrain info`
 and the GEMM rate an fp32 2048^3 matmul measured here (best of 3 after warm-up), before every
 round and at the end; the highest is used. meshtrain's own mfu field (against the GEMM rate it
 measures at its start) is reported alongside.
