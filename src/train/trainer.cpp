@@ -80,7 +80,7 @@ std::vector<StepRecord> Trainer::train() {
 
   std::ofstream metrics;
   if (main_rank) metrics.open(out_dir / "metrics.jsonl", std::ios::app);
-  util::Progress progress(args_.max_steps, state.global_step);
+  util::Progress progress(args_.max_steps);
   std::vector<StepRecord> records;
   double interval_loss = 0.0;
   int64_t interval_steps = 0, interval_tokens = 0;

@@ -6,7 +6,7 @@
 
 namespace meshtrain::util {
 
-Progress::Progress(int64_t total_steps, int64_t /*first_step*/)
+Progress::Progress(int64_t total_steps)
     : total_(total_steps), tty_(::isatty(STDERR_FILENO) == 1) {}
 
 void Progress::update(int64_t step, const std::string& line, bool log) {

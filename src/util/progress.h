@@ -8,7 +8,7 @@ namespace meshtrain::util {
 
 class Progress {
  public:
-  Progress(int64_t total_steps, int64_t first_step);
+  explicit Progress(int64_t total_steps);
   // Redraws the bar (terminal) each step; `line` is printed as a plain line when log is true.
   void update(int64_t step, const std::string& line, bool log);
   void finish();

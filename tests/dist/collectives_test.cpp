@@ -46,6 +46,12 @@ TEST(Collectives, AllReduceGatherScatterAndAllToAllMatchTheSerialResult) {
       at::Tensor total = at::zeros({7, 2});
       for (int k = 0; k < n; ++k) total += input_of(k, {7, 2});
       EXPECT_TRUE(at::allclose(rs, total.narrow(0, off, sizes[r]), 1e-5, 1e-6));
+      // equal-size all-gather and reduce-scatter
+      auto parts = dist::all_gather(g, input_of(r, {2, 3}), 0);
+      for (int k = 0; k < n; ++k) EXPECT_TRUE(at::equal(parts.narrow(0, 2 * k, 2), input_of(k, {2, 3})));
+      at::Tensor whole = at::zeros({2 * n, 3});
+      for (int k = 0; k < n; ++k) whole += input_of(k, {2 * n, 3});
+      EXPECT_TRUE(at::allclose(dist::reduce_scatter(g, input_of(r, {2 * n, 3}), 0), whole.narrow(0, 2 * r, 2), 1e-5, 1e-6));
       // all-to-all with uneven splits: rank r sends (k + r) % 3 rows to rank k
       std::vector<int64_t> send(n), recv(n);
       for (int k = 0; k < n; ++k) {
