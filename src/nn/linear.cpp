@@ -8,7 +8,7 @@ Linear::Linear(int64_t in_features, int64_t out_features, bool with_bias) {
 }
 
 at::Tensor Linear::forward(const at::Tensor& x) {
-  return style_->prepare_output(at::linear(style_->prepare_input(x), weight, bias));
+  return style_->linear(x, weight, bias);
 }
 
 Embedding::Embedding(int64_t num_embeddings, int64_t dim) {
@@ -16,7 +16,7 @@ Embedding::Embedding(int64_t num_embeddings, int64_t dim) {
 }
 
 at::Tensor Embedding::forward(const at::Tensor& ids) {
-  return style_->prepare_output(at::embedding(weight, style_->prepare_input(ids)));
+  return style_->embedding(ids, weight);
 }
 
 }  // namespace meshtrain::nn

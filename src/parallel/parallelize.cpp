@@ -12,8 +12,10 @@ ParallelModel::ParallelModel(std::shared_ptr<models::LlamaForCausalLM> model,
                              std::shared_ptr<const dist::DeviceMesh> mesh, const ParallelOptions& options)
     : model_(std::move(model)), mesh_(std::move(mesh)) {
   const auto& s = mesh_->sizes();
-  MT_CHECK(s.cp == 1 && s.sp == 1 && s.tp == 1, "cp_size, sp_size and tp_size > 1 are not implemented yet (got cp ",
-           s.cp, ", sp ", s.sp, ", tp ", s.tp, ")");
+  MT_CHECK(s.cp == 1 && s.sp == 1, "cp_size and sp_size > 1 are not implemented yet (got cp ", s.cp, ", sp ", s.sp, ")");
+  MT_CHECK(s.tp == 1 || s.dp_shard == 1, "tp_size ", s.tp, " with dp_shard_size ", s.dp_shard,
+           " (FSDP over tensor-parallel shards) is not implemented yet; use dp_replicate_size with tp");
+  if (s.tp > 1) tp_report_ = apply_tensor_parallel(*model_, *mesh_, options.tp_plan);
   // FSDP shards and reduce-scatters over dp_shard and all-reduces over dp_replicate itself;
   // without sharding, DDP all-reduces over dp_replicate.
   if (s.dp_shard > 1) {

@@ -78,6 +78,12 @@ int run_train(const Args& argv) {
   const auto options = parallel_options_from(flags);
   auto runtime = start_runtime_from(flags);
   auto parallel_model = std::make_shared<parallel::ParallelModel>(model, runtime.mesh, options);
+  if (runtime.env.rank == 0) {
+    for (auto& rule : parallel_model->tp_report().unused_rules)
+      std::cerr << "warning: tp_plan rule '" << rule << "' matches no layer\n";
+    for (auto& layer : parallel_model->tp_report().unsharded_layers)
+      std::cerr << "warning: layer " << layer << " is not sharded by the tp_plan\n";
+  }
   train::Trainer trainer(parallel_model, *dataset, seq_len, args);
   trainer.train();
   return 0;

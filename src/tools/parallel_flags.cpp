@@ -14,6 +14,7 @@ std::vector<FlagSpec> parallel_flag_specs() {
       {"cp_size", "context-parallel size (default 1)"},
       {"sp_size", "Ulysses sequence-parallel size (default 1)"},
       {"ep_size", "expert-parallel size (default 1)"},
+      {"tp_plan", "JSON file of module pattern -> tensor-parallel style (default: Llama's HF plan)"},
       {"ddp_bucket_cap_mb", "DDP gradient bucket size in MiB (default 25)"},
       {"reshard_after_forward", "FSDP: free gathered layer weights after forward: true|false (default true)"},
       {"timeout", "seconds before a missing rank or a stalled collective ends the run "
@@ -42,6 +43,7 @@ parallel::ParallelOptions parallel_options_from(const Flags& flags) {
   if (reshard != "true" && reshard != "false")
     throw UsageError("--reshard_after_forward must be true or false, got '" + reshard + "'");
   o.reshard_after_forward = reshard == "true";
+  if (flags.has("tp_plan")) o.tp_plan = parallel::TpPlan::from_json_file(resolve_path(flags.get("tp_plan", "")));
   return o;
 }
 

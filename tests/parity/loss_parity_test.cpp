@@ -63,7 +63,10 @@ const Run& single() {
   return run;
 }
 
-void expect_parity(const Run& run, bool keep_dir = false) {
+// Final parameters: within 1e-5 for data parallelism. Tensor parallelism sums partial products
+// in another order, and AdamW's m / sqrt(v) magnifies that on near-zero gradients; its losses
+// still agree to 1e-5 at every step.
+void expect_parity(const Run& run, bool keep_dir = false, double param_tol = 1e-5) {
   const auto& ref = single();
   ASSERT_LE(run.losses.size(), ref.losses.size());
   const size_t skipped = ref.losses.size() - run.losses.size();  // a resumed run starts later
@@ -75,7 +78,7 @@ void expect_parity(const Run& run, bool keep_dir = false) {
   ASSERT_EQ(a.names(), b.names());
   for (auto& name : a.names()) {
     auto x = a.read(name), y = b.read(name);
-    EXPECT_LT(((x - y).abs().max() / x.abs().max()).item<double>(), 1e-5) << name;
+    EXPECT_LT(((x - y).abs().max() / x.abs().max()).item<double>(), param_tol) << name;
   }
   if (!keep_dir) fs::remove_all(run.dir);
 }
@@ -137,4 +140,9 @@ TEST(HfExport, GatheredFromFsdpShardsIsByteIdenticalToTheSingleRankExport) {
   }
   EXPECT_GE(files, 3);  // shards, index, config
   fs::remove_all(base);
+}
+
+TEST(LossParity, TensorParallel2AndWithDdp2) {
+  expect_parity(train_layout("tp2", sizes(1, 1, 1, 1, 2), 2), /*keep_dir=*/false, /*param_tol=*/1e-3);
+  expect_parity(train_layout("tp2_ddp2", sizes(2, 1, 1, 1, 2), 2), false, 1e-3);
 }
