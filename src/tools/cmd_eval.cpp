@@ -1,44 +1,61 @@
-// meshtrain eval: the token-weighted loss of a checkpoint over a file's consecutive windows.
+// meshtrain eval: the token-weighted loss of a checkpoint over a file's consecutive windows, on
+// one rank or on any mesh (data-parallel ranks take turns over the batches).
 #include <cstdio>
 #include <iostream>
 
 #include "data/eval_windows.h"
+#include "dist/collectives.h"
 #include "models/hf_weights.h"
 #include "nn/causal_lm_loss.h"
 #include "tools/commands.h"
 #include "tools/flags.h"
+#include "tools/parallel_flags.h"
 #include "util/check.h"
 
 namespace meshtrain::tools {
 
 int run_eval(const Args& argv) {
-  Flags flags("eval", {{"model_name_or_path", "HF checkpoint directory (required)"},
-                       {"data", "token file: .npy .bin .txt .jsonl (required)"},
-                       {"seq_len", "tokens per window (default 256)"},
-                       {"batch_size", "windows per forward pass (default 8)"}},
-              argv);
+  std::vector<FlagSpec> specs = {{"model_name_or_path", "HF checkpoint directory (required)"},
+                                 {"data", "token file: .npy .bin .txt .jsonl (required)"},
+                                 {"seq_len", "tokens per window (default 256)"},
+                                 {"batch_size", "windows per forward pass and rank (default 8)"}};
+  for (auto& spec : parallel_flag_specs()) specs.push_back(spec);
+  Flags flags("eval", specs, argv);
   if (flags.help_requested()) {
     std::cout << flags.usage("--model_name_or_path DIR --data PATH [--seq_len S]");
     return 0;
   }
-  auto model = models::load_pretrained(flags.require("model_name_or_path"));
-  auto dataset = data::open_token_dataset(resolve_path(flags.require("data")));
+  auto model_path = flags.require("model_name_or_path");
+  auto data_path = resolve_path(flags.require("data"));
   const int64_t seq_len = flags.get_int("seq_len", 256);
   const int64_t batch = flags.get_int("batch_size", 8);
   if (batch < 1) throw UsageError("meshtrain eval: --batch_size must be positive");
+  const auto options = parallel_options_from(flags);
+  auto runtime = start_runtime_from(flags);
+  auto dataset = data::open_token_dataset(data_path);
+  parallel::ParallelModel model(models::load_pretrained(model_path), runtime.mesh, options);
   const int64_t windows = data::num_consecutive_windows(*dataset, seq_len);
 
+  // Every rank runs the same number of forwards (sharded layers communicate inside them); a
+  // data-parallel rank past the last batch runs one whose targets are all ignored.
+  auto& dp = runtime.mesh->group("dp");
+  const int64_t batches = (windows + batch - 1) / batch;
+  const int64_t rounds = (batches + dp.size() - 1) / dp.size();
   at::NoGradGuard no_grad;
-  double loss_sum = 0.0;
-  int64_t targets_total = 0;
-  for (int64_t first = 0; first < windows; first += batch) {
+  auto totals = at::zeros({2}, at::kDouble);  // loss sum, target count
+  for (int64_t round = 0; round < rounds; ++round) {
+    const int64_t b = round * dp.size() + dp.rank();
+    const bool real = b < batches;
+    const int64_t first = real ? b * batch : 0;
     auto ids = data::consecutive_windows(*dataset, seq_len, first, std::min(batch, windows - first));
-    auto targets = nn::shift_labels(ids);
-    loss_sum += nn::cross_entropy_sum(model->forward(ids), targets).item<double>();
-    targets_total += nn::count_targets(targets);
+    auto targets = real ? nn::shift_labels(ids) : at::full_like(ids, nn::kIgnoreIndex);
+    totals[0] += nn::cross_entropy_sum(model.forward(ids), targets).item<double>();
+    totals[1] += static_cast<double>(nn::count_targets(targets));
   }
-  std::printf("eval_loss: %.6f\neval_tokens: %lld\n", loss_sum / static_cast<double>(targets_total),
-              static_cast<long long>(targets_total));
+  dist::all_reduce_(dp, totals);
+  if (runtime.env.rank == 0)
+    std::printf("eval_loss: %.6f\neval_tokens: %lld\n", totals[0].item<double>() / totals[1].item<double>(),
+                static_cast<long long>(totals[1].item<double>()));
   return 0;
 }
 

@@ -48,7 +48,7 @@ int test_port() { return 20000 + ::getpid() % 20000; }
 
 }  // namespace
 
-TEST(DistributedCli, LaunchedDdpAndFsdpReproduceTheSingleRankLosses) {
+TEST(DistributedCli, LaunchedDdpAndFsdpReproduceTheSingleRankLossesAndEvalAgreesOnAnyLayout) {
   auto single = temp_dir("single"), ddp = temp_dir("ddp"), fsdp = temp_dir("fsdp");
   auto r0 = run_command(kBin + train_args(single, 4));
   ASSERT_EQ(r0.exit_code, 0) << r0.err;
@@ -64,6 +64,19 @@ TEST(DistributedCli, LaunchedDdpAndFsdpReproduceTheSingleRankLosses) {
   for (size_t i = 0; i < a.size(); ++i) {
     EXPECT_NEAR(b[i], a[i], 1e-5 * a[i]);
     EXPECT_NEAR(c[i], a[i], 1e-5 * a[i]);
+  }
+  // The saved model evaluates to the same loss on one rank, under tp 2 and under FSDP 2.
+  const std::string eval = " eval --model_name_or_path " + fsdp.string() + " --data " + kSource +
+                           "/data/corpus.txt --seq_len 64 --batch_size 3";
+  auto e1 = run_command(kBin + eval);
+  ASSERT_EQ(e1.exit_code, 0) << e1.err;
+  const double loss = meshtrain::testing::printed_value(e1.out, "eval_loss");
+  for (std::string layout : {" --tp_size 2", " --dp_shard_size 2"}) {
+    auto e2 = run_command(kBin + " launch -n 2 --" + eval + layout);
+    ASSERT_EQ(e2.exit_code, 0) << e2.err;
+    EXPECT_NEAR(meshtrain::testing::printed_value(e2.out, "eval_loss"), loss, 1e-5 * loss) << layout;
+    EXPECT_EQ(meshtrain::testing::printed_value(e2.out, "eval_tokens"),
+              meshtrain::testing::printed_value(e1.out, "eval_tokens"));
   }
   for (auto& d : {single, ddp, fsdp}) fs::remove_all(d);
 }
