@@ -42,7 +42,7 @@ double ParallelModel::clip_grad_norm(double max_norm) {
   at::NoGradGuard no_grad;
   // Sum of squares per set of mesh dims a parameter is sharded on; each set is summed over
   // those dims' groups, so a shard counts once and a replica is not counted twice.
-  std::map<std::vector<std::string>, double> sums;
+  std::map<std::vector<std::string>, std::vector<at::Tensor>> groups;
   std::vector<at::Tensor> grads;
   for (auto& [name, p] : model_->named_params()) {
     if (!p.grad().defined()) continue;
@@ -51,13 +51,14 @@ double ParallelModel::clip_grad_norm(double max_norm) {
     std::vector<std::string> dims;
     for (size_t d = 0; d < place.placements.size(); ++d)
       if (place.placements[d].kind == nn::Placement::Kind::Shard) dims.push_back(place.mesh_dims[d]);
-    sums[dims] += p.grad().to(at::kDouble).pow(2).sum().item<double>();
+    groups[dims].push_back(p.grad());
   }
   double total = 0.0;
-  for (auto& [dims, sum] : sums) {
-    auto t = at::tensor(sum, at::kDouble);
-    for (auto& dim : dims) dist::all_reduce_(mesh_->group(dim), t);
-    total += t.item<double>();
+  for (auto& [dims, group_grads] : groups) {
+    // One fused norm per tensor, squared and summed in fp64: no fp64 copy of the gradients.
+    auto sum = at::stack(at::_foreach_norm(group_grads, 2)).to(at::kDouble).pow(2).sum();
+    for (auto& dim : dims) dist::all_reduce_(mesh_->group(dim), sum);
+    total += sum.item<double>();
   }
   const double norm = std::sqrt(total);
   if (max_norm > 0 && !grads.empty()) {
