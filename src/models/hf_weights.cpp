@@ -24,11 +24,13 @@ void load_hf_weights(LlamaForCausalLM& model, const io::CheckpointReader& checkp
     const auto& stored = checkpoint.info(name).shape;
     MT_CHECK(stored == place.global_shape, "checkpoint tensor ", name, " has shape ",
              at::IntArrayRef(stored), " but the config gives ", at::IntArrayRef(place.global_shape));
+    // Only this rank's block is read: a slice along the first split dim, narrowed on the others.
     at::Tensor value;
     for (size_t d = 0; d < place.offset.size(); ++d) {
-      if (param.size(static_cast<int64_t>(d)) == place.global_shape[d]) continue;
-      MT_CHECK(!value.defined(), "parameter ", name, " is sharded on more than one dim");
-      value = checkpoint.read_slice(name, static_cast<int64_t>(d), place.offset[d], param.size(static_cast<int64_t>(d)));
+      const auto dim = static_cast<int64_t>(d);
+      if (param.size(dim) == place.global_shape[d]) continue;
+      value = value.defined() ? value.narrow(dim, place.offset[d], param.size(dim))
+                              : checkpoint.read_slice(name, dim, place.offset[d], param.size(dim));
     }
     if (!value.defined()) value = checkpoint.read(name);
     param.copy_(value.to(param.scalar_type()));

@@ -65,7 +65,7 @@ at::Tensor LlamaForCausalLM::forward(const at::Tensor& input_ids, const at::Tens
                        : at::arange(input_ids.size(1), input_ids.options()).unsqueeze(0).expand_as(input_ids);
   auto hidden = model->forward(input_ids, positions);
   if (lm_head) return lm_head->forward(hidden);
-  return at::linear(hidden, model->embed_tokens->weight);
+  return tied_head_style->linear(hidden, model->embed_tokens->weight, {});
 }
 
 std::vector<std::pair<std::string, at::Tensor>> LlamaForCausalLM::named_params() const {

@@ -69,6 +69,9 @@ class LlamaForCausalLM : public torch::nn::Module {
   const LlamaConfig& config() const { return config_; }
   std::shared_ptr<LlamaModel> model;
   std::shared_ptr<nn::Linear> lm_head;  // null when tied
+  // How the tied head computes logits from the embedding weight (a vocab-sharded embedding
+  // makes it a colwise layer).
+  std::shared_ptr<nn::LinearStyle> tied_head_style = nn::identity_style();
 
  private:
   LlamaConfig config_;

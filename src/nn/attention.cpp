@@ -11,7 +11,8 @@ Attention::Attention(const AttentionShape& s) : head_dim_(s.head_dim) {
   o_proj = register_module("o_proj", std::make_shared<Linear>(s.num_heads * s.head_dim, s.hidden_size, s.bias));
 }
 
-at::Tensor Attention::forward(const at::Tensor& x, const RopeTables& rope) {
+at::Tensor Attention::forward(const at::Tensor& input, const RopeTables& rope) {
+  auto x = input_->enter(input);
   const int64_t B = x.size(0), T = x.size(1);
   // Head counts come from the projections' outputs, so a tensor-parallel shard sees H/tp.
   auto heads = [&](const at::Tensor& y) { return y.view({B, T, -1, head_dim_}).transpose(1, 2); };

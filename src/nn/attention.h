@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "nn/attention_core.h"
+#include "nn/block_input_style.h"
 #include "nn/linear.h"
 #include "nn/rope.h"
 
@@ -21,12 +22,14 @@ class Attention : public torch::nn::Module {
   explicit Attention(const AttentionShape& shape);
   at::Tensor forward(const at::Tensor& x, const RopeTables& rope);  // [B, T, D] -> [B, T, D]
   void set_core(std::shared_ptr<AttentionCore> core) { core_ = std::move(core); }
+  void set_input_style(std::shared_ptr<BlockInputStyle> style) { input_ = std::move(style); }
 
   std::shared_ptr<Linear> q_proj, k_proj, v_proj, o_proj;
 
  private:
   int64_t head_dim_;
   std::shared_ptr<AttentionCore> core_ = std::make_shared<LocalCausalAttention>();
+  std::shared_ptr<BlockInputStyle> input_ = pass_through_input();
 };
 
 }  // namespace meshtrain::nn

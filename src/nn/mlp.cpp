@@ -8,7 +8,8 @@ Mlp::Mlp(int64_t hidden, int64_t intermediate, bool bias) {
   down_proj = register_module("down_proj", std::make_shared<Linear>(intermediate, hidden, bias));
 }
 
-at::Tensor Mlp::forward(const at::Tensor& x) {
+at::Tensor Mlp::forward(const at::Tensor& input) {
+  auto x = input_->enter(input);
   return down_proj->forward(at::silu(gate_proj->forward(x)) * up_proj->forward(x));
 }
 

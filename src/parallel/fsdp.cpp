@@ -84,14 +84,16 @@ Fsdp::Fsdp(models::LlamaForCausalLM& model, const dist::DeviceMesh& mesh, bool r
   for (auto& [name, slot] : model.parameter_slots()) {
     auto& p = params.at(name);
     auto& place = model.placement(name);
-    MT_CHECK(place.is_whole(), "FSDP expects unsharded parameters; ", name, " is already sharded");
+    for (auto& dim : place.mesh_dims)
+      MT_CHECK(dim != "dp_shard", "FSDP: ", name, " is already sharded on dp_shard");
     auto rows = dist::chunk_sizes(p.size(0), n);
     const int64_t offset = std::accumulate(rows.begin(), rows.begin() + me, int64_t{0});
     const int64_t row_numel = p.size(0) ? p.numel() / p.size(0) : 0;
     p.set_data(p.narrow(0, offset, rows[me]).clone());
-    place.mesh_dims = {"dp_replicate", "dp_shard"};
-    place.placements = {nn::Placement::replicate(), nn::Placement::shard(0)};
-    place.offset[0] = offset;
+    // Sharded after any tensor-parallel split: the chunk of the tp shard's dim 0.
+    place.mesh_dims.insert(place.mesh_dims.end(), {"dp_replicate", "dp_shard"});
+    place.placements.insert(place.placements.end(), {nn::Placement::replicate(), nn::Placement::shard(0)});
+    place.offset[0] += offset;
     // Layer parameters are named model.layers.N.*; everything else belongs to the root unit.
     size_t unit = name.starts_with("model.layers.") ? std::stoul(name.substr(13)) + 1 : 0;
     units_[unit].params.push_back({p, slot, at::Tensor(), rows, row_numel});

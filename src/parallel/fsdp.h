@@ -1,5 +1,5 @@
 // FSDP (ZeRO-3) over dp_shard, HSDP when dp_replicate > 1 too: every parameter keeps only its
-// torch.chunk block of dim 0, so gradients and AdamW state are sharded as well. Parameters are
+// torch.chunk block of dim 0 (of its tensor-parallel shard, under tp), so gradients and AdamW state are sharded as well. Parameters are
 // grouped in units (the root: embeddings, final norm, lm_head; then each decoder layer); a unit
 // is all-gathered as one flat buffer just before its forward, through an autograd function
 // whose backward reduce-scatters the unit's gradients as one flat buffer (and all-reduces them

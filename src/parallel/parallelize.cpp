@@ -4,6 +4,9 @@
 #include <map>
 
 #include "dist/collectives.h"
+#include "models/hf_weights.h"
+#include "nn/causal_lm_loss.h"
+#include "parallel/loss_parallel.h"
 #include "util/check.h"
 
 namespace meshtrain::parallel {
@@ -13,9 +16,14 @@ ParallelModel::ParallelModel(std::shared_ptr<models::LlamaForCausalLM> model,
     : model_(std::move(model)), mesh_(std::move(mesh)) {
   const auto& s = mesh_->sizes();
   MT_CHECK(s.cp == 1 && s.sp == 1, "cp_size and sp_size > 1 are not implemented yet (got cp ", s.cp, ", sp ", s.sp, ")");
-  MT_CHECK(s.tp == 1 || s.dp_shard == 1, "tp_size ", s.tp, " with dp_shard_size ", s.dp_shard,
-           " (FSDP over tensor-parallel shards) is not implemented yet; use dp_replicate_size with tp");
-  if (s.tp > 1) tp_report_ = apply_tensor_parallel(*model_, *mesh_, options.tp_plan);
+  MT_CHECK(s.tp > 1 || !options.sequence_parallel, "--sequence_parallel needs tp_size > 1");
+  MT_CHECK(s.tp > 1 || !options.loss_parallel, "--loss_parallel needs tp_size > 1");
+  if (s.tp > 1)
+    tp_report_ = apply_tensor_parallel(*model_, *mesh_, options.tp_plan,
+                                       {options.sequence_parallel, options.loss_parallel});
+  std::map<std::string, at::Tensor> params;
+  for (auto& [name, p] : model_->named_params()) params[name] = p;
+  for (auto& name : tp_report_.partial_grad_params) partial_grad_params_.push_back(params.at(name));
   // FSDP shards and reduce-scatters over dp_shard and all-reduces over dp_replicate itself;
   // without sharding, DDP all-reduces over dp_replicate.
   if (s.dp_shard > 1) {
@@ -30,12 +38,35 @@ at::Tensor ParallelModel::forward(const at::Tensor& input_ids, const at::Tensor&
   return model_->forward(input_ids, position_ids);
 }
 
+at::Tensor ParallelModel::loss_sum(const at::Tensor& input_ids, const at::Tensor& targets) {
+  auto logits = forward(input_ids);
+  if (tp_report_.logits_vocab_sharded)
+    return vocab_parallel_cross_entropy_sum(logits, targets, mesh_->group("tp"), tp_report_.vocab_offset);
+  return nn::cross_entropy_sum(logits, targets);
+}
+
 void ParallelModel::prepare_backward(bool last_micro_batch) {
   if (ddp_) ddp_->prepare_backward(last_micro_batch);
 }
 
 void ParallelModel::finish_backward() {
   if (ddp_) ddp_->finish();
+  // Sequence-parallel norms saw only their rank's tokens: sum their gradients over tp, as one buffer.
+  std::vector<at::Tensor> grads, flat;
+  for (auto& p : partial_grad_params_)
+    if (p.grad().defined()) {
+      grads.push_back(p.grad());
+      flat.push_back(p.grad().reshape({-1}));
+    }
+  if (grads.empty()) return;
+  at::NoGradGuard no_grad;
+  auto sum = at::cat(flat);
+  dist::all_reduce_(mesh_->group("tp"), sum);
+  int64_t offset = 0;
+  for (auto& g : grads) {
+    g.copy_(sum.narrow(0, offset, g.numel()).view_as(g));
+    offset += g.numel();
+  }
 }
 
 double ParallelModel::clip_grad_norm(double max_norm) {
@@ -66,6 +97,15 @@ double ParallelModel::clip_grad_norm(double max_norm) {
     if (coef < 1.0) at::_foreach_mul_(grads, coef);
   }
   return norm;
+}
+
+std::shared_ptr<ParallelModel> load_pretrained_parallel(const std::filesystem::path& dir,
+                                                        std::shared_ptr<const dist::DeviceMesh> mesh,
+                                                        const ParallelOptions& options) {
+  auto model = std::make_shared<models::LlamaForCausalLM>(models::LlamaConfig::load(dir));
+  auto parallel = std::make_shared<ParallelModel>(model, std::move(mesh), options);
+  models::load_hf_weights(*model, io::CheckpointReader(dir));
+  return parallel;
 }
 
 }  // namespace meshtrain::parallel

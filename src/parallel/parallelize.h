@@ -1,8 +1,9 @@
 // parallelize(): the one place that knows in which order the parallel units apply to a model
-// on a mesh. Today: tensor parallelism first (it decides what each rank holds), then FSDP over
-// dp_shard when dp_shard > 1 (HSDP with dp_replicate), else DDP over dp_replicate. The trainer
-// talks to the result only.
+// on a mesh. Tensor (and Megatron sequence) parallelism first: it decides what each rank holds.
+// Then FSDP over dp_shard when dp_shard > 1 (HSDP with dp_replicate), sharding the tp shards
+// further, else DDP over dp_replicate. The trainer talks to the result only.
 #pragma once
+#include <filesystem>
 #include <memory>
 #include <vector>
 
@@ -18,6 +19,8 @@ struct ParallelOptions {
   double ddp_bucket_cap_mb = 25.0;
   bool reshard_after_forward = true;
   TpPlan tp_plan = TpPlan::llama_default();
+  bool sequence_parallel = false;  // Megatron sequence parallelism on the tp dim
+  bool loss_parallel = false;      // vocab-parallel cross entropy on tp-sharded logits
 };
 
 class ParallelModel {
@@ -26,6 +29,9 @@ class ParallelModel {
                 const ParallelOptions& options);
 
   at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& position_ids = {});
+  // Forward and the summed cross entropy of the targets (labels already shifted) that count,
+  // vocab-parallel when the logits are sharded: the same value on every rank of a dp group.
+  at::Tensor loss_sum(const at::Tensor& input_ids, const at::Tensor& targets);
   // Before each micro-batch's backward; only the last one synchronises DDP gradients.
   void prepare_backward(bool last_micro_batch);
   // After the last backward of a step: gradients are complete and consistent.
@@ -45,6 +51,13 @@ class ParallelModel {
   TpReport tp_report_;
   std::unique_ptr<Fsdp> fsdp_;
   std::unique_ptr<DdpReducer> ddp_;
+  std::vector<at::Tensor> partial_grad_params_;  // gradients summed over tp after backward
 };
+
+// An HF checkpoint on the mesh: the model is parallelised before its weights are read, so each
+// rank reads only its own block of every tensor.
+std::shared_ptr<ParallelModel> load_pretrained_parallel(const std::filesystem::path& dir,
+                                                        std::shared_ptr<const dist::DeviceMesh> mesh,
+                                                        const ParallelOptions& options);
 
 }  // namespace meshtrain::parallel

@@ -1,8 +1,12 @@
 #include "parallel/tensor_parallel.h"
 
+#include <algorithm>
 #include <numeric>
+#include <set>
+#include <tuple>
 
 #include "dist/comm_autograd.h"
+#include "nn/rms_norm.h"
 #include "util/check.h"
 
 namespace meshtrain::parallel {
@@ -13,48 +17,124 @@ using dist::Group;
 
 int64_t last_dim(const at::Tensor& t) { return t.dim() - 1; }
 
-// colwise: f on the input, output sharded on the last dim; optionally gathered (lm_head).
+// How a colwise-family layer receives its input.
+enum class Input {
+  Replicated,       // f: identity forward, all-reduce of the input gradient
+  Local,            // already gathered by the block (sequence parallel), no communication
+  SequenceSharded,  // all-gather on T, backward reduce-scatter (lm_head under sequence parallel)
+};
+
+at::Tensor receive(const at::Tensor& x, Group& g, Input input) {
+  switch (input) {
+    case Input::Replicated: return dist::copy_to_group(x, g);
+    case Input::Local: return x;
+    case Input::SequenceSharded: return dist::all_gather_autograd(x, g, 1, sequence_shards(x.size(1) * g.size(), g.size()));
+  }
+  return x;
+}
+
+// How a rowwise-family layer hands on its partial output.
+enum class Output {
+  Reduced,          // g: all-reduce, backward identity
+  Local,            // partial sums stay local (a parent reduces)
+  SequenceScatter,  // reduce-scatter on T, backward all-gather (sequence parallel)
+};
+
+at::Tensor hand_on(const at::Tensor& y, Group& g, Output output) {
+  switch (output) {
+    case Output::Reduced: return dist::reduce_from_group(y, g);
+    case Output::Local: return y;
+    case Output::SequenceScatter: return dist::reduce_scatter_autograd(y, g, 1, sequence_shards(y.size(1), g.size()));
+  }
+  return y;
+}
+
+// colwise: output sharded on the last dim; optionally gathered (lm_head).
 struct ColwiseStyle : nn::LinearStyle {
-  ColwiseStyle(Group& g, bool gather, bool communicate, std::vector<int64_t> out_sizes)
-      : g_(g), gather_(gather), communicate_(communicate), out_sizes_(std::move(out_sizes)) {}
+  ColwiseStyle(Group& g, Input input, bool gather, std::vector<int64_t> out_sizes)
+      : g_(g), input_(input), gather_(gather), out_sizes_(std::move(out_sizes)) {}
   at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const override {
-    auto y = at::linear(communicate_ ? dist::copy_to_group(x, g_) : x, w, b);
+    auto y = at::linear(receive(x, g_, input_), w, b);
     return gather_ ? dist::gather_from_group(y.contiguous(), g_, last_dim(y), out_sizes_) : y;
   }
   Group& g_;
-  bool gather_, communicate_;
+  Input input_;
+  bool gather_;
   std::vector<int64_t> out_sizes_;
 };
 
-// rowwise: input sharded on the last dim (split here when split_input), output summed with g;
-// the replicated bias is added once, after the sum.
+// kv heads replicated over tp / kv ranks: every rank holds the whole k/v projection and computes
+// the one kv head its query heads use. The weight gradient, nonzero on that head's rows only, is
+// summed over tp, which adds up the contributions of all the head's query heads.
+struct ReplicatedKvStyle : nn::LinearStyle {
+  ReplicatedKvStyle(Group& g, Input input, int64_t first_row, int64_t rows)
+      : g_(g), input_(input), first_row_(first_row), rows_(rows) {}
+  at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const override {
+    auto mine = [&](const at::Tensor& t) { return dist::copy_to_group(t, g_).narrow(0, first_row_, rows_); };
+    return at::linear(receive(x, g_, input_), mine(w), b.defined() ? mine(b) : b);
+  }
+  Group& g_;
+  Input input_;
+  int64_t first_row_, rows_;
+};
+
+// rowwise: input sharded on the last dim (split here when split_input); the replicated bias is
+// added once, after the reduction.
 struct RowwiseStyle : nn::LinearStyle {
-  RowwiseStyle(Group& g, bool split_input, bool communicate, std::vector<int64_t> in_sizes)
-      : g_(g), split_(split_input), communicate_(communicate), in_sizes_(std::move(in_sizes)) {}
+  RowwiseStyle(Group& g, bool split_input, Output output, std::vector<int64_t> in_sizes)
+      : g_(g), split_(split_input), output_(output), in_sizes_(std::move(in_sizes)) {}
   at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const override {
     auto local = split_ ? dist::scatter_to_group(x, g_, last_dim(x), in_sizes_) : x;
-    auto y = at::linear(local, w);
-    if (communicate_) y = dist::reduce_from_group(y, g_);
+    auto y = hand_on(at::linear(local, w), g_, output_);
     return b.defined() ? y + b : y;
   }
   Group& g_;
-  bool split_, communicate_;
+  bool split_;
+  Output output_;
   std::vector<int64_t> in_sizes_;
 };
 
 // embedding_rowwise: rank r owns vocab rows [start, start + rows); other ids look up zeros;
-// the partial embeddings are summed with g.
+// the partial embeddings are summed (all-reduce, or reduce-scatter on T under sequence parallel).
 struct EmbeddingRowwiseStyle : nn::LinearStyle {
-  EmbeddingRowwiseStyle(Group& g, int64_t start) : g_(g), start_(start) {}
+  EmbeddingRowwiseStyle(Group& g, int64_t start, Output output) : g_(g), start_(start), output_(output) {}
   at::Tensor embedding(const at::Tensor& ids, const at::Tensor& w) const override {
     auto local = ids - start_;
     auto outside = (local < 0).logical_or(local >= w.size(0));
     auto y = at::embedding(w.size(0) ? w : at::zeros({1, w.size(1)}, w.options()), local.masked_fill(outside, 0));
-    y = y.masked_fill(outside.unsqueeze(-1), 0.0);
-    return dist::reduce_from_group(y, g_);
+    return hand_on(y.masked_fill(outside.unsqueeze(-1), 0.0), g_, output_);
   }
   Group& g_;
   int64_t start_;
+  Output output_;
+};
+
+// A replicated embedding under sequence parallelism: each rank keeps its T shard of the output.
+struct SequenceScatterEmbedding : nn::LinearStyle {
+  explicit SequenceScatterEmbedding(Group& g) : g_(g) {}
+  at::Tensor embedding(const at::Tensor& ids, const at::Tensor& w) const override {
+    return dist::scatter_to_group(at::embedding(w, ids), g_, 1, sequence_shards(ids.size(1), g_.size()));
+  }
+  Group& g_;
+};
+
+// A replicated Linear reading the sequence-sharded stream (an unsharded lm_head under sequence
+// parallel): gather T, every rank computes the same output (backward: its own T slice).
+struct SequenceGatherLinear : nn::LinearStyle {
+  explicit SequenceGatherLinear(Group& g) : g_(g) {}
+  at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const override {
+    return at::linear(dist::gather_from_group(x, g_, 1, sequence_shards(x.size(1) * g_.size(), g_.size())), w, b);
+  }
+  Group& g_;
+};
+
+// The entry of a block whose input projections are all colwise: one f (or, under sequence
+// parallelism, one all-gather on T) for all of them, as Megatron does, not one per projection.
+struct BlockEntry : nn::BlockInputStyle {
+  BlockEntry(Group& g, Input input) : g_(g), input_(input) {}
+  at::Tensor enter(const at::Tensor& x) const override { return receive(x, g_, input_); }
+  Group& g_;
+  Input input_;
 };
 
 // all_reduce / gather: the module's output summed over tp (backward: identity).
@@ -96,69 +176,179 @@ void shard_param(models::LlamaForCausalLM& model, const std::string& name, at::T
   place.offset[dim] = s.offset;
 }
 
+bool inside_block(const std::string& path) {
+  return path.find(".self_attn.") != std::string::npos || path.find(".mlp.") != std::string::npos;
+}
+
+std::string parent_of(const std::string& path) { return path.substr(0, path.rfind('.')); }
+
+// Whether every named child of a block is sharded by the plan with one of the styles.
+bool all_styled(const TpPlan& plan, const std::string& block, const std::vector<std::string>& children,
+                std::initializer_list<TpStyle> styles) {
+  for (const auto& child : children) {
+    auto style = plan.style_of(block + "." + child + ".weight");
+    if (!style || std::find(styles.begin(), styles.end(), *style) == styles.end()) return false;
+  }
+  return true;
+}
+
+bool is_kv_projection(const std::string& path) {
+  return path.ends_with("self_attn.k_proj") || path.ends_with("self_attn.v_proj");
+}
+
+// Shards one Linear by its style and gives it the style's collectives.
+// entered: the block entry has already received the input for this layer.
+void shard_linear(models::LlamaForCausalLM& model, const std::string& path, nn::Linear& linear, TpStyle style,
+                  bool entered, Group& g, const TpOptions& options, TpReport& report) {
+  const auto& c = model.config();
+  const int64_t tp = g.size();
+  const bool sp = options.sequence_parallel;
+  const bool has_bias = linear.bias.defined();
+  const Input input = entered ? Input::Local : sp ? Input::SequenceSharded : Input::Replicated;
+  const Output output = sp && inside_block(path) ? Output::SequenceScatter : Output::Reduced;
+  switch (style) {
+    case TpStyle::Colwise:
+    case TpStyle::ColwiseGatherOutput:
+    case TpStyle::LocalColwise: {
+      if (is_kv_projection(path) && c.num_key_value_heads < tp) {
+        const int64_t kv_head = g.rank() / (tp / c.num_key_value_heads);
+        linear.set_style(std::make_shared<ReplicatedKvStyle>(g, input, kv_head * c.head_dim, c.head_dim));
+        return;
+      }
+      auto s = chunk(linear.weight.size(0), g);
+      shard_param(model, path + ".weight", linear.weight, 0, s, g);
+      if (has_bias) shard_param(model, path + ".bias", linear.bias, 0, s, g);
+      const bool is_head = path == "lm_head";
+      MT_CHECK(!is_head || style != TpStyle::Colwise || options.loss_parallel,
+               "lm_head colwise leaves the logits sharded over the vocab: use colwise_gather_output, or --loss_parallel");
+      const bool gather = style == TpStyle::ColwiseGatherOutput && !(is_head && options.loss_parallel);
+      if (is_head && options.loss_parallel) {
+        report.logits_vocab_sharded = true;
+        report.vocab_offset = s.offset;
+      }
+      linear.set_style(std::make_shared<ColwiseStyle>(g, style == TpStyle::LocalColwise ? Input::Local : input,
+                                                      gather, s.sizes));
+      return;
+    }
+    case TpStyle::Rowwise:
+    case TpStyle::RowwiseSplitInput:
+    case TpStyle::LocalRowwise: {
+      auto s = chunk(linear.weight.size(1), g);
+      shard_param(model, path + ".weight", linear.weight, 1, s, g);
+      // Added to this rank's sequence shard only: its gradient is partial.
+      if (has_bias && output == Output::SequenceScatter) report.partial_grad_params.push_back(path + ".bias");
+      linear.set_style(std::make_shared<RowwiseStyle>(g, style == TpStyle::RowwiseSplitInput,
+                                                      style == TpStyle::LocalRowwise ? Output::Local : output, s.sizes));
+      return;
+    }
+    case TpStyle::AllReduce:
+      MT_CHECK(!sp, "style all_reduce on ", path, " is not supported with sequence parallelism");
+      linear.set_style(std::make_shared<AllReduceStyle>(g));
+      return;
+    case TpStyle::ReplicatedWithGradAllreduce:
+      MT_CHECK(!sp, "style replicated_with_grad_allreduce on ", path, " is not supported with sequence parallelism");
+      linear.set_style(std::make_shared<GradAllreduceStyle>(g));
+      return;
+    case TpStyle::Local:
+    case TpStyle::EmbeddingRowwise:
+    case TpStyle::SequenceParallel:
+      fail("style ", tp_style_name(style), " on ", path, " is not supported for a Linear");
+  }
+}
+
 }  // namespace
 
-TpReport apply_tensor_parallel(models::LlamaForCausalLM& model, const dist::DeviceMesh& mesh, const TpPlan& plan) {
+std::vector<int64_t> sequence_shards(int64_t seq_len, int64_t tp) {
+  MT_CHECK(seq_len % tp == 0, "sequence parallelism shards the sequence evenly over tp: seq_len ", seq_len,
+           " is not divisible by tp_size ", tp);
+  return std::vector<int64_t>(static_cast<size_t>(tp), seq_len / tp);
+}
+
+TpReport apply_tensor_parallel(models::LlamaForCausalLM& model, const dist::DeviceMesh& mesh, const TpPlan& plan,
+                               const TpOptions& options) {
   auto& g = mesh.group("tp");
   const auto& c = model.config();
   const int64_t tp = g.size();
+  const bool sp = options.sequence_parallel;
   MT_CHECK(c.num_attention_heads % tp == 0, "tp_size ", tp, " does not divide num_attention_heads ",
            c.num_attention_heads);
-  MT_CHECK(c.num_key_value_heads % tp == 0, "tp_size ", tp, " does not divide num_key_value_heads ",
-           c.num_key_value_heads, " (replicating kv heads when tp is a multiple of them is not implemented yet)");
+  MT_CHECK(c.num_key_value_heads % tp == 0 || tp % c.num_key_value_heads == 0, "num_key_value_heads ",
+           c.num_key_value_heads, " is not divisible by tp_size ", tp, " or vice versa");
   TpReport report;
+  // Blocks whose input projections are all colwise get one entry collective for all of them.
+  // Sequence parallelism needs that everywhere, and the rowwise outputs that reduce-scatter.
+  std::set<std::string> entered_blocks;
+  for (size_t i = 0; i < model.model->layers.size(); ++i) {
+    const std::string layer = "model.layers." + std::to_string(i);
+    struct Block {
+      std::string path;
+      std::vector<std::string> inputs;
+      std::string output;
+    };
+    for (const auto& [block, inputs, output] : {Block{layer + ".self_attn", {"q_proj", "k_proj", "v_proj"}, "o_proj"},
+                                                Block{layer + ".mlp", {"gate_proj", "up_proj"}, "down_proj"}}) {
+      const bool colwise_inputs = all_styled(plan, block, inputs, {TpStyle::Colwise});
+      MT_CHECK(!sp || (colwise_inputs && all_styled(plan, block, {output}, {TpStyle::Rowwise})),
+               "sequence parallelism needs every attention and MLP block sharded colwise in, rowwise out by the "
+               "tp_plan; ", block, " is not");
+      if (colwise_inputs) entered_blocks.insert(block);
+    }
+    auto entry = [&](const std::string& block) -> std::shared_ptr<nn::BlockInputStyle> {
+      if (!entered_blocks.contains(block)) return nn::pass_through_input();
+      return std::make_shared<BlockEntry>(g, sp ? Input::SequenceSharded : Input::Replicated);
+    };
+    model.model->layers[i]->self_attn->set_input_style(entry(layer + ".self_attn"));
+    model.model->layers[i]->mlp->set_input_style(entry(layer + ".mlp"));
+  }
   std::vector<std::string> paths;
+  bool embedding_sharded = false;
+  Sharding vocab{};
   for (auto& item : model.named_modules("", /*include_self=*/false)) {
     const std::string path = item.key();
     auto linear = std::dynamic_pointer_cast<nn::Linear>(item.value());
     auto embedding = std::dynamic_pointer_cast<nn::Embedding>(item.value());
-    if (!linear && !embedding) continue;
+    auto norm = std::dynamic_pointer_cast<nn::RMSNorm>(item.value());
+    if (!linear && !embedding && !norm) continue;
     paths.push_back(path);
     auto style = plan.style_of(path + ".weight");
+    if (norm) {
+      MT_CHECK(!style || *style == TpStyle::SequenceParallel, "style ", tp_style_name(*style), " on ", path,
+               " is not supported for a norm (use sequence_parallel)");
+      if (sp) report.partial_grad_params.push_back(path + ".weight");
+      continue;
+    }
     if (!style) {
       report.unsharded_layers.push_back(path);
+      if (sp && embedding) embedding->set_style(std::make_shared<SequenceScatterEmbedding>(g));
+      if (sp && linear) linear->set_style(std::make_shared<SequenceGatherLinear>(g));
       continue;
     }
     if (embedding) {
       MT_CHECK(*style == TpStyle::EmbeddingRowwise, "style ", tp_style_name(*style), " on ", path,
                " is not supported for an Embedding (use embedding_rowwise)");
-      auto s = chunk(embedding->weight.size(0), g);
-      shard_param(model, path + ".weight", embedding->weight, 0, s, g);
-      embedding->set_style(std::make_shared<EmbeddingRowwiseStyle>(g, s.offset));
+      vocab = chunk(embedding->weight.size(0), g);
+      embedding_sharded = true;
+      shard_param(model, path + ".weight", embedding->weight, 0, vocab, g);
+      embedding->set_style(std::make_shared<EmbeddingRowwiseStyle>(g, vocab.offset, sp ? Output::SequenceScatter
+                                                                                        : Output::Reduced));
       continue;
     }
-    const bool has_bias = linear->bias.defined();
-    switch (*style) {
-      case TpStyle::Colwise:
-      case TpStyle::ColwiseGatherOutput:
-      case TpStyle::LocalColwise: {
-        auto s = chunk(linear->weight.size(0), g);
-        shard_param(model, path + ".weight", linear->weight, 0, s, g);
-        if (has_bias) shard_param(model, path + ".bias", linear->bias, 0, s, g);
-        linear->set_style(std::make_shared<ColwiseStyle>(g, *style == TpStyle::ColwiseGatherOutput,
-                                                         *style != TpStyle::LocalColwise, s.sizes));
-        break;
-      }
-      case TpStyle::Rowwise:
-      case TpStyle::RowwiseSplitInput:
-      case TpStyle::LocalRowwise: {
-        auto s = chunk(linear->weight.size(1), g);
-        shard_param(model, path + ".weight", linear->weight, 1, s, g);
-        linear->set_style(std::make_shared<RowwiseStyle>(g, *style == TpStyle::RowwiseSplitInput,
-                                                         *style != TpStyle::LocalRowwise, s.sizes));
-        break;
-      }
-      case TpStyle::AllReduce:
-        linear->set_style(std::make_shared<AllReduceStyle>(g));
-        break;
-      case TpStyle::ReplicatedWithGradAllreduce:
-        linear->set_style(std::make_shared<GradAllreduceStyle>(g));
-        break;
-      case TpStyle::Local:
-      case TpStyle::EmbeddingRowwise:
-        fail("style ", tp_style_name(*style), " on ", path, " is not supported for a Linear");
+    shard_linear(model, path, *linear, *style, entered_blocks.contains(parent_of(path)), g, options, report);
+  }
+  if (!model.lm_head) {
+    // The tied head reads the embedding weight: colwise over the vocab when that is sharded.
+    if (embedding_sharded) {
+      model.tied_head_style = std::make_shared<ColwiseStyle>(g, sp ? Input::SequenceSharded : Input::Replicated,
+                                                             !options.loss_parallel, vocab.sizes);
+      report.logits_vocab_sharded = options.loss_parallel;
+      report.vocab_offset = vocab.offset;
+    } else if (sp) {
+      model.tied_head_style = std::make_shared<SequenceGatherLinear>(g);
     }
   }
+  MT_CHECK(!options.loss_parallel || report.logits_vocab_sharded,
+           "--loss_parallel needs the output layer sharded over the vocab (lm_head colwise, or a tied head with "
+           "embed_tokens embedding_rowwise)");
   report.unused_rules = plan.unused_rules(paths);
   return report;
 }

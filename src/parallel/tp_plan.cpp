@@ -26,6 +26,7 @@ const std::vector<std::pair<std::string, TpStyle>>& style_names() {
       {"local_rowwise", TpStyle::LocalRowwise},
       {"local", TpStyle::Local},
       {"all_reduce", TpStyle::AllReduce},
+      {"sequence_parallel", TpStyle::SequenceParallel},
       {"gather", TpStyle::AllReduce},
   };
   return names;

@@ -21,6 +21,7 @@ enum class TpStyle {
   LocalRowwise,
   Local,
   AllReduce,
+  SequenceParallel,  // a replicated norm on sequence-sharded activations: gradients summed over tp
 };
 
 // Unknown names are an error that lists the accepted ones.

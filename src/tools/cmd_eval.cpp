@@ -33,7 +33,9 @@ int run_eval(const Args& argv) {
   const auto options = parallel_options_from(flags);
   auto runtime = start_runtime_from(flags);
   auto dataset = data::open_token_dataset(data_path);
-  parallel::ParallelModel model(models::load_pretrained(model_path), runtime.mesh, options);
+  auto parallel_model = parallel::load_pretrained_parallel(model_path, runtime.mesh, options);
+  if (runtime.env.rank == 0) report_tp_plan(*parallel_model);
+  auto& model = *parallel_model;
   const int64_t windows = data::num_consecutive_windows(*dataset, seq_len);
 
   // Every rank runs the same number of forwards (sharded layers communicate inside them); a
@@ -49,7 +51,7 @@ int run_eval(const Args& argv) {
     const int64_t first = real ? b * batch : 0;
     auto ids = data::consecutive_windows(*dataset, seq_len, first, std::min(batch, windows - first));
     auto targets = real ? nn::shift_labels(ids) : at::full_like(ids, nn::kIgnoreIndex);
-    totals[0] += nn::cross_entropy_sum(model.forward(ids), targets).item<double>();
+    totals[0] += model.loss_sum(ids, targets).item<double>();
     totals[1] += static_cast<double>(nn::count_targets(targets));
   }
   dist::all_reduce_(dp, totals);

@@ -1,28 +1,36 @@
 // meshtrain generate: continues a prompt with the byte tokenizer, greedily (--top_k 0) or by
-// sampling from the top k tokens at --temperature.
+// sampling from the top k tokens at --temperature. On a mesh every rank runs the same forwards
+// with the same sampling seed, so all feed the same tokens; rank 0 prints.
 #include <iostream>
 
 #include "data/byte_tokenizer.h"
-#include "models/hf_weights.h"
 #include "tools/commands.h"
 #include "tools/flags.h"
+#include "tools/parallel_flags.h"
 #include "util/check.h"
 
 namespace meshtrain::tools {
 
 int run_generate(const Args& argv) {
-  Flags flags("generate", {{"model_name_or_path", "HF checkpoint directory (required)"},
-                           {"prompt", "text to continue (required)"},
-                           {"max_new_tokens", "tokens to generate (default 100)"},
-                           {"top_k", "sample from the k most likely tokens; 0 = greedy (default 0)"},
-                           {"temperature", "sampling temperature (default 1.0)"},
-                           {"seed", "sampling seed (default 0)"}},
-              argv);
+  std::vector<FlagSpec> specs = {{"model_name_or_path", "HF checkpoint directory (required)"},
+                                 {"prompt", "text to continue (required)"},
+                                 {"max_new_tokens", "tokens to generate (default 100)"},
+                                 {"top_k", "sample from the k most likely tokens; 0 = greedy (default 0)"},
+                                 {"temperature", "sampling temperature (default 1.0)"},
+                                 {"seed", "sampling seed (default 0)"}};
+  for (auto& spec : parallel_flag_specs()) specs.push_back(spec);
+  Flags flags("generate", specs, argv);
   if (flags.help_requested()) {
     std::cout << flags.usage("--model_name_or_path DIR --prompt TEXT [--top_k K]");
     return 0;
   }
-  auto model = models::load_pretrained(flags.require("model_name_or_path"));
+  auto options = parallel_options_from(flags);
+  // Prompts of any length, and whole logits to sample from: the training-only layouts are off.
+  options.sequence_parallel = options.loss_parallel = false;
+  auto runtime = start_runtime_from(flags);
+  auto parallel_model = parallel::load_pretrained_parallel(flags.require("model_name_or_path"), runtime.mesh, options);
+  if (runtime.env.rank == 0) report_tp_plan(*parallel_model);
+  auto* model = &parallel_model->model();
   const auto prompt = flags.require("prompt");
   const int64_t new_tokens = flags.get_int("max_new_tokens", 100);
   const int64_t top_k = flags.get_int("top_k", 0);
@@ -40,7 +48,7 @@ int run_generate(const Args& argv) {
   for (int64_t i = 0; i < new_tokens; ++i) {
     const int64_t start = std::max<int64_t>(0, static_cast<int64_t>(ids.size()) - window);
     auto input = at::tensor(std::vector<int64_t>(ids.begin() + start, ids.end()), at::kLong).unsqueeze(0);
-    auto logits = model->forward(input)[0][-1].to(at::kFloat);
+    auto logits = parallel_model->forward(input)[0][-1].to(at::kFloat);
     int64_t next;
     if (top_k == 0) {
       next = logits.argmax().item<int64_t>();
@@ -51,7 +59,7 @@ int run_generate(const Args& argv) {
     }
     ids.push_back(next);
   }
-  std::cout << data::decode_bytes(ids) << "\n";
+  if (runtime.env.rank == 0) std::cout << data::decode_bytes(ids) << "\n";
   return 0;
 }
 

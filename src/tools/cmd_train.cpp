@@ -66,24 +66,20 @@ int run_train(const Args& argv) {
   const int64_t seq_len = flags.get_int("seq_len", 256);
   if (seq_len < 2) throw UsageError("meshtrain train: --seq_len must be at least 2, got " + std::to_string(seq_len));
 
-  std::shared_ptr<models::LlamaForCausalLM> model;
-  if (flags.has("model_name_or_path")) {
-    model = models::load_pretrained(flags.require("model_name_or_path"));
-  } else {
-    model = std::make_shared<models::LlamaForCausalLM>(
-        models::LlamaConfig::load(resolve_path(flags.get("config_name", kDefaultConfig))));
-    model->init_weights(static_cast<uint64_t>(args.seed));
-  }
   auto dataset = data::open_token_dataset(resolve_path(flags.get("data", kDefaultData)));
   const auto options = parallel_options_from(flags);
   auto runtime = start_runtime_from(flags);
-  auto parallel_model = std::make_shared<parallel::ParallelModel>(model, runtime.mesh, options);
-  if (runtime.env.rank == 0) {
-    for (auto& rule : parallel_model->tp_report().unused_rules)
-      std::cerr << "warning: tp_plan rule '" << rule << "' matches no layer\n";
-    for (auto& layer : parallel_model->tp_report().unsharded_layers)
-      std::cerr << "warning: layer " << layer << " is not sharded by the tp_plan\n";
+  std::shared_ptr<parallel::ParallelModel> parallel_model;
+  if (flags.has("model_name_or_path")) {
+    parallel_model = parallel::load_pretrained_parallel(flags.require("model_name_or_path"), runtime.mesh, options);
+  } else {
+    auto model = std::make_shared<models::LlamaForCausalLM>(
+        models::LlamaConfig::load(resolve_path(flags.get("config_name", kDefaultConfig))));
+    parallel_model = std::make_shared<parallel::ParallelModel>(model, runtime.mesh, options);
+    // Keyed by name over the global shape: every shard gets its slice of the serial init.
+    model->init_weights(static_cast<uint64_t>(args.seed));
   }
+  if (runtime.env.rank == 0) report_tp_plan(*parallel_model);
   train::Trainer trainer(parallel_model, *dataset, seq_len, args);
   trainer.train();
   return 0;

@@ -1,6 +1,7 @@
 #include "tools/parallel_flags.h"
 
 #include <cstdlib>
+#include <iostream>
 
 #include "util/check.h"
 
@@ -15,6 +16,9 @@ std::vector<FlagSpec> parallel_flag_specs() {
       {"sp_size", "Ulysses sequence-parallel size (default 1)"},
       {"ep_size", "expert-parallel size (default 1)"},
       {"tp_plan", "JSON file of module pattern -> tensor-parallel style (default: Llama's HF plan)"},
+      {"sequence_parallel", "Megatron sequence parallelism on the tp dim: norms and the residual stream "
+                            "sharded on the sequence (needs tp_size > 1)", true},
+      {"loss_parallel", "vocab-parallel cross entropy: the logits stay sharded over tp (needs tp_size > 1)", true},
       {"ddp_bucket_cap_mb", "DDP gradient bucket size in MiB (default 25)"},
       {"reshard_after_forward", "FSDP: free gathered layer weights after forward: true|false (default true)"},
       {"timeout", "seconds before a missing rank or a stalled collective ends the run "
@@ -39,10 +43,14 @@ parallel::ParallelOptions parallel_options_from(const Flags& flags) {
   o.ddp_bucket_cap_mb = flags.get_double("ddp_bucket_cap_mb", o.ddp_bucket_cap_mb);
   if (o.ddp_bucket_cap_mb <= 0)
     throw UsageError(str_cat("--ddp_bucket_cap_mb must be positive, got ", o.ddp_bucket_cap_mb));
-  const auto reshard = flags.get("reshard_after_forward", "true");
-  if (reshard != "true" && reshard != "false")
-    throw UsageError("--reshard_after_forward must be true or false, got '" + reshard + "'");
-  o.reshard_after_forward = reshard == "true";
+  auto boolean = [&](const std::string& name) {
+    const auto v = flags.get(name, "false");
+    if (v != "true" && v != "false") throw UsageError("--" + name + " must be true or false, got '" + v + "'");
+    return v == "true";
+  };
+  o.reshard_after_forward = flags.has("reshard_after_forward") ? boolean("reshard_after_forward") : true;
+  o.sequence_parallel = boolean("sequence_parallel");
+  o.loss_parallel = boolean("loss_parallel");
   if (flags.has("tp_plan")) o.tp_plan = parallel::TpPlan::from_json_file(resolve_path(flags.get("tp_plan", "")));
   return o;
 }
@@ -53,6 +61,12 @@ dist::Runtime start_runtime_from(const Flags& flags) {
   if (seconds <= 0) throw UsageError(str_cat("--timeout must be positive, got ", seconds));
   return dist::start_runtime(dist::rank_env_from_environment(), mesh_sizes_from(flags),
                              std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000)));
+}
+
+void report_tp_plan(const parallel::ParallelModel& model) {
+  for (auto& rule : model.tp_report().unused_rules) std::cerr << "warning: tp_plan rule '" << rule << "' matches no layer\n";
+  for (auto& layer : model.tp_report().unsharded_layers)
+    std::cerr << "warning: layer " << layer << " is not sharded by the tp_plan\n";
 }
 
 }  // namespace meshtrain::tools

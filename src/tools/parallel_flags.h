@@ -14,5 +14,7 @@ dist::MeshSizes mesh_sizes_from(const Flags& flags);
 parallel::ParallelOptions parallel_options_from(const Flags& flags);
 // Rank from the launcher's environment, rendezvous, mesh groups (time-out from --timeout).
 dist::Runtime start_runtime_from(const Flags& flags);
+// Warns on stderr about tp_plan rules that matched nothing and layers no rule sharded.
+void report_tp_plan(const parallel::ParallelModel& model);
 
 }  // namespace meshtrain::tools

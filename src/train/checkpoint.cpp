@@ -56,14 +56,25 @@ bool owns(const dist::DeviceMesh& mesh, const nn::ParamPlacement& place) {
   return true;
 }
 
-// Full tensor of a (possibly sharded) local block, gathered over each mesh dim it is sharded on.
+// Full tensor of a (possibly sharded) local block, gathered over each mesh dim it is sharded on,
+// the last-applied sharding first (FSDP's chunk of a tensor-parallel shard, then tp).
 at::Tensor gather_full(const dist::DeviceMesh& mesh, const at::Tensor& local, const nn::ParamPlacement& place) {
+  // The shape each level split: the global shape, narrowed by every level before it.
+  std::vector<std::vector<int64_t>> split_shape;
+  auto shape = place.global_shape;
+  for (size_t d = 0; d < place.placements.size(); ++d) {
+    split_shape.push_back(shape);
+    if (place.placements[d].kind != nn::Placement::Kind::Shard) continue;
+    auto& g = mesh.group(place.mesh_dims[d]);
+    const int64_t dim = place.placements[d].dim;
+    shape[dim] = dist::chunk_sizes(shape[dim], g.size())[g.rank()];
+  }
   at::Tensor t = local;
   for (size_t d = place.placements.size(); d-- > 0;) {
     if (place.placements[d].kind != nn::Placement::Kind::Shard) continue;
     auto& g = mesh.group(place.mesh_dims[d]);
     const int64_t dim = place.placements[d].dim;
-    t = dist::all_gather_uneven(g, t.contiguous(), dim, dist::chunk_sizes(place.global_shape[dim], g.size()));
+    t = dist::all_gather_uneven(g, t.contiguous(), dim, dist::chunk_sizes(split_shape[d][dim], g.size()));
   }
   return t;
 }

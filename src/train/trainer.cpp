@@ -24,7 +24,7 @@ double accumulate_gradients(parallel::ParallelModel& model, const std::vector<Mi
   double loss_sum = 0.0;
   for (size_t m = 0; m < micro_batches.size(); ++m) {
     auto& mb = micro_batches[m];
-    auto sum = nn::cross_entropy_sum(model.forward(mb.input_ids), mb.targets);
+    auto sum = model.loss_sum(mb.input_ids, mb.targets);
     model.prepare_backward(m + 1 == micro_batches.size());
     (sum / denominator).backward();
     loss_sum += sum.item<double>();

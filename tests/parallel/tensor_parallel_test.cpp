@@ -1,11 +1,15 @@
 // tp_plans and tensor parallelism: plan parsing and lookup precedence, and a Llama sharded by
-// the plan (colwise, rowwise, colwise_gather_output, embedding_rowwise) on 2 to 4 ranks against
-// the serial model (logits and every gradient), uneven and empty shards included.
+// the plan (colwise, rowwise, colwise_gather_output, rowwise_split_input, embedding_rowwise,
+// replicated kv heads, sequence parallelism, vocab-parallel loss) on 2 to 4 ranks against the
+// serial model (outputs, loss and every gradient), uneven and empty shards included.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include "dist/comm_autograd.h"
-#include "parallel/tensor_parallel.h"
+#include "models/hf_weights.h"
+#include "nn/causal_lm_loss.h"
+#include "parallel/loss_parallel.h"
+#include "parallel/parallelize.h"
 #include "support/run_ranks.h"
 #include "util/check.h"
 
@@ -25,6 +29,58 @@ models::LlamaConfig config_with(int64_t heads, int64_t kv, int64_t hidden, int64
   j["intermediate_size"] = intermediate;
   j["attention_bias"] = true;
   return models::LlamaConfig::from_json(j, "test");
+}
+
+parallel::TpPlan plan_with(std::map<std::string, std::string> changes) {
+  std::map<std::string, std::string> rules;
+  const auto defaults = parallel::TpPlan::llama_default();
+  for (auto& [k, v] : defaults.rules()) rules[k] = parallel::tp_style_name(v);
+  for (auto& [k, v] : changes) {
+    if (v.empty()) rules.erase(k);
+    else rules[k] = v;
+  }
+  return parallel::TpPlan(rules);
+}
+
+// The cross-entropy sum and every gradient of the parallel model (through ParallelModel, so
+// the norm gradients of sequence parallelism are summed) against the serial model's.
+void expect_loss_and_grads_equal_serial(const models::LlamaConfig& config, int64_t tp,
+                                        const parallel::ParallelOptions& options, int64_t seq_len = 12) {
+  at::manual_seed(2);
+  auto ids = at::randint(0, config.vocab_size, {2, seq_len});
+  auto targets = nn::shift_labels(ids);
+  auto serial = std::make_shared<models::LlamaForCausalLM>(config);
+  serial->init_weights(4);
+  auto want_loss = nn::cross_entropy_sum(serial->forward(ids), targets);
+  want_loss.backward();
+  std::map<std::string, at::Tensor> want;
+  for (auto& [name, p] : serial->named_params()) want[name] = p.grad();
+  run_ranks(tp_sizes(tp), [&](std::shared_ptr<dist::DeviceMesh> mesh) {
+    auto model = std::make_shared<models::LlamaForCausalLM>(config);
+    model->init_weights(4);
+    parallel::ParallelModel pm(model, mesh, options);
+    auto loss = pm.loss_sum(ids, targets);
+    EXPECT_NEAR(loss.item<double>(), want_loss.item<double>(), 1e-5 * want_loss.item<double>());
+    loss.backward();
+    pm.finish_backward();
+    for (auto& [name, p] : model->named_params()) {
+      const auto& place = model->placement(name);
+      at::Tensor expected = want.at(name);
+      for (size_t d = 0; d < place.offset.size(); ++d)
+        expected = expected.narrow(static_cast<int64_t>(d), place.offset[d], p.size(static_cast<int64_t>(d)));
+      EXPECT_TRUE(at::allclose(p.grad(), expected, 1e-4, 1e-6)) << name << " rank " << mesh->rank();
+    }
+  });
+}
+
+template <class Fn>
+void expect_error(Fn fn, const std::string& text) {
+  try {
+    fn();
+    ADD_FAILURE() << "no error; expected: " << text;
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace
@@ -90,4 +146,124 @@ TEST(TensorParallel, ModelOutputsAndGradientsEqualSerialIncludingUnevenAndEmptyS
       }
     });
   }
+}
+
+TEST(TensorParallel, KvHeadsReplicatedWhenTpIsAMultipleOfThem) {
+  parallel::ParallelOptions o;
+  // 4 heads, 2 kv heads over tp 4: each kv head on 2 ranks; 1 kv head over tp 2.
+  expect_loss_and_grads_equal_serial(config_with(4, 2, 32, 10), 4, o);
+  expect_loss_and_grads_equal_serial(config_with(4, 1, 32, 10), 2, o);
+  expect_error([&] { expect_loss_and_grads_equal_serial(config_with(6, 3, 48, 10), 2, o); },
+               "num_key_value_heads 3 is not divisible by tp_size 2 or vice versa");
+}
+
+TEST(TensorParallel, RowwiseSplitInputAfterReplicatedAttention) {
+  parallel::ParallelOptions o;
+  o.tp_plan = plan_with({{"model.layers.*.self_attn.q_proj", ""},
+                         {"model.layers.*.self_attn.k_proj", ""},
+                         {"model.layers.*.self_attn.v_proj", ""},
+                         {"model.layers.*.self_attn.o_proj", "rowwise_split_input"}});
+  expect_loss_and_grads_equal_serial(config_with(4, 2, 32, 10), 2, o);
+}
+
+TEST(TensorParallel, SequenceParallelEqualsSerialWithTiedAndUntiedHeads) {
+  parallel::ParallelOptions o;
+  o.sequence_parallel = true;
+  expect_loss_and_grads_equal_serial(config_with(4, 2, 32, 10), 2, o);
+  expect_loss_and_grads_equal_serial(config_with(4, 2, 32, 6), 4, o);  // kv replicated, an empty MLP shard
+  auto tied = config_with(4, 2, 32, 10);
+  tied.tie_word_embeddings = true;
+  o.tp_plan = plan_with({{"model.embed_tokens", "embedding_rowwise"}, {"lm_head", ""}});
+  expect_loss_and_grads_equal_serial(tied, 2, o);
+  o.tp_plan = plan_with({{"lm_head", ""}});  // tied head, replicated embedding
+  expect_loss_and_grads_equal_serial(tied, 2, o);
+  expect_error([&] { expect_loss_and_grads_equal_serial(config_with(4, 2, 32, 10), 2, o, 11); },
+               "seq_len 11 is not divisible by tp_size 2");
+  o.tp_plan = plan_with({{"model.layers.*.mlp.up_proj", ""}});
+  expect_error([&] { expect_loss_and_grads_equal_serial(config_with(4, 2, 32, 10), 2, o); },
+               "model.layers.0.mlp is not");
+}
+
+TEST(TensorParallel, LossParallelEqualsTheGatheredLoss) {
+  parallel::ParallelOptions o;
+  o.loss_parallel = true;
+  auto config = config_with(4, 2, 32, 10);
+  config.vocab_size = 250;  // 63, 63, 63, 61 over tp 4
+  expect_loss_and_grads_equal_serial(config, 2, o);
+  expect_loss_and_grads_equal_serial(config, 4, o);
+  o.sequence_parallel = true;
+  config.tie_word_embeddings = true;
+  o.tp_plan = plan_with({{"model.embed_tokens", "embedding_rowwise"}, {"lm_head", ""}});
+  expect_loss_and_grads_equal_serial(config, 2, o);
+  o.tp_plan = plan_with({{"lm_head", ""}});
+  expect_error([&] { expect_loss_and_grads_equal_serial(config, 2, o); }, "--loss_parallel needs the output layer");
+}
+
+TEST(LossParallel, VocabShardsIncludingAnEmptyOneGiveTheFullCrossEntropyAndGradient) {
+  // vocab 7 over 4 ranks: 2, 2, 2, 1; vocab 6: 2, 2, 2, 0 (an empty shard).
+  for (int64_t vocab : {7, 6}) {
+    at::manual_seed(3);
+    auto logits = at::randn({2, 5, vocab}).requires_grad_();
+    auto targets = at::randint(0, vocab, {2, 5});
+    targets[0][4] = nn::kIgnoreIndex;
+    targets[1][0] = nn::kIgnoreIndex;
+    auto want = nn::cross_entropy_sum(logits, targets);
+    auto weight = 0.7;
+    (want * weight).backward();
+    run_ranks(tp_sizes(4), [&](std::shared_ptr<dist::DeviceMesh> mesh) {
+      auto& g = mesh->group("tp");
+      auto sizes = dist::chunk_sizes(vocab, 4);
+      int64_t offset = 0;
+      for (int r = 0; r < g.rank(); ++r) offset += sizes[r];
+      auto local = logits.detach().narrow(2, offset, sizes[g.rank()]).clone().requires_grad_();
+      auto got = parallel::vocab_parallel_cross_entropy_sum(local, targets, g, offset);
+      EXPECT_NEAR(got.item<double>(), want.item<double>(), 1e-5);
+      (got * weight).backward();
+      EXPECT_TRUE(at::allclose(local.grad(), logits.grad().narrow(2, offset, sizes[g.rank()]), 1e-5, 1e-6));
+    });
+  }
+}
+
+TEST(TensorParallel, LoadingReadsOnlyEachRanksSliceAndFsdpOverTpSharesTheSameBlocks) {
+  auto config = config_with(4, 2, 32, 10);
+  auto serial = std::make_shared<models::LlamaForCausalLM>(config);
+  serial->init_weights(9);
+  auto dir = std::filesystem::temp_directory_path() / ("mt_tp_load_" + std::to_string(::getpid()));
+  models::save_hf_checkpoint(*serial, dir);
+  auto serial_params = serial->named_params();
+  for (auto [dp_shard, tp] : {std::pair<int64_t, int64_t>{1, 2}, {2, 2}}) {
+    run_ranks(meshtrain::testing::sizes(1, dp_shard, 1, 1, tp), [&](std::shared_ptr<dist::DeviceMesh> mesh) {
+      auto model = std::make_shared<models::LlamaForCausalLM>(config);
+      parallel::ParallelOptions o;
+      o.tp_plan = plan_with({{"model.embed_tokens", "embedding_rowwise"}});
+      parallel::ParallelModel pm(model, mesh, o);
+      io::CheckpointReader reader(dir);
+      models::load_hf_weights(*model, reader);
+      uint64_t expected_bytes = 0, whole_bytes = 0;
+      auto params = model->named_params();
+      for (size_t i = 0; i < params.size(); ++i) {
+        auto& [name, p] = params[i];
+        const auto& place = model->placement(name);
+        at::Tensor want = serial_params[i].second;
+        for (size_t d = 0; d < place.offset.size(); ++d)
+          want = want.narrow(static_cast<int64_t>(d), place.offset[d], p.size(static_cast<int64_t>(d)));
+        EXPECT_TRUE(at::equal(p, want)) << name;
+        // The block is read as a slice along its first split dim, then narrowed on the others.
+        auto read_shape = place.global_shape;
+        for (size_t d = 0; d < read_shape.size(); ++d)
+          if (p.size(static_cast<int64_t>(d)) != read_shape[d]) {
+            read_shape[d] = p.size(static_cast<int64_t>(d));
+            break;
+          }
+        expected_bytes += 4 * static_cast<uint64_t>(c10::multiply_integers(read_shape));
+        whole_bytes += 4 * static_cast<uint64_t>(c10::multiply_integers(place.global_shape));
+      }
+      // Norms are replicated, everything else is split over tp: about half is read.
+      if (dp_shard == 1) {
+        EXPECT_LT(reader.bytes_read(), whole_bytes * 0.55) << "rank " << mesh->rank();
+      }
+      EXPECT_EQ(reader.bytes_read(), expected_bytes) << "rank " << mesh->rank();
+    });
+  }
+  std::filesystem::remove_all(dir);
 }

@@ -25,16 +25,20 @@ struct Run {
   fs::path dir;
 };
 
+models::LlamaConfig tiny_config() {
+  return models::LlamaConfig::load(fs::path(MESHTRAIN_SOURCE_DIR) / "configs/llama-tiny");
+}
+
 Run train_layout(const std::string& name, const dist::MeshSizes& mesh_sizes, int64_t accum,
-                 parallel::ParallelOptions options = {}, int64_t save_steps = 0, const std::string& resume = "") {
+                 parallel::ParallelOptions options = {}, int64_t save_steps = 0, const std::string& resume = "",
+                 const models::LlamaConfig& config = tiny_config()) {
   static auto data = data::open_token_dataset(fs::path(MESHTRAIN_SOURCE_DIR) / "data/corpus.txt");
   data->max_token();  // cached before the ranks share the dataset
   Run run;
   run.dir = fs::temp_directory_path() / ("mt_parity_" + std::to_string(::getpid()) + "_" + name);
   fs::remove_all(run.dir);
   run_ranks(mesh_sizes, [&](std::shared_ptr<dist::DeviceMesh> mesh) {
-    auto model = std::make_shared<models::LlamaForCausalLM>(
-        models::LlamaConfig::load(fs::path(MESHTRAIN_SOURCE_DIR) / "configs/llama-tiny"));
+    auto model = std::make_shared<models::LlamaForCausalLM>(config);
     model->init_weights(5);
     auto pm = std::make_shared<parallel::ParallelModel>(model, mesh, options);
     train::TrainingArguments args;
@@ -66,8 +70,7 @@ const Run& single() {
 // Final parameters: within 1e-5 for data parallelism. Tensor parallelism sums partial products
 // in another order, and AdamW's m / sqrt(v) magnifies that on near-zero gradients; its losses
 // still agree to 1e-5 at every step.
-void expect_parity(const Run& run, bool keep_dir = false, double param_tol = 1e-5) {
-  const auto& ref = single();
+void expect_parity(const Run& run, bool keep_dir = false, double param_tol = 1e-5, const Run& ref = single()) {
   ASSERT_LE(run.losses.size(), ref.losses.size());
   const size_t skipped = ref.losses.size() - run.losses.size();  // a resumed run starts later
   for (size_t s = 0; s < run.losses.size(); ++s)
@@ -145,4 +148,38 @@ TEST(HfExport, GatheredFromFsdpShardsIsByteIdenticalToTheSingleRankExport) {
 TEST(LossParity, TensorParallel2AndWithDdp2) {
   expect_parity(train_layout("tp2", sizes(1, 1, 1, 1, 2), 2), /*keep_dir=*/false, /*param_tol=*/1e-3);
   expect_parity(train_layout("tp2_ddp2", sizes(2, 1, 1, 1, 2), 2), false, 1e-3);
+}
+
+TEST(LossParity, TensorParallel4ReplicatingKvHeads) {  // llama-tiny has 2 kv heads
+  expect_parity(train_layout("tp4", sizes(1, 1, 1, 1, 4), 1), false, 1e-3);
+}
+
+TEST(LossParity, TensorParallel2WithSequenceParallelAndLossParallel) {
+  parallel::ParallelOptions o;
+  o.sequence_parallel = true;
+  expect_parity(train_layout("tp2_sp", sizes(1, 1, 1, 1, 2), 2, o), false, 1e-3);
+  o.loss_parallel = true;
+  expect_parity(train_layout("tp2_sp_loss", sizes(1, 1, 1, 1, 2), 2, o), false, 1e-3);
+}
+
+TEST(LossParity, TensorParallel2TimesFsdp2) {
+  expect_parity(train_layout("tp2_fsdp2", sizes(1, 2, 1, 1, 2), 1), false, 1e-3);
+}
+
+TEST(LossParity, UnevenTensorParallel3) {
+  // 6 heads / 3 kv heads of 8; intermediate 176 -> 59, 59, 58; vocab 256 -> 86, 86, 84 with a
+  // vocab-parallel embedding.
+  auto j = tiny_config().raw;
+  j["hidden_size"] = 48;
+  j["num_attention_heads"] = 6;
+  j["num_key_value_heads"] = 3;
+  j["head_dim"] = 8;
+  auto config = models::LlamaConfig::from_json(j, "tp3");
+  parallel::ParallelOptions o;
+  std::map<std::string, std::string> rules = {{"model.embed_tokens", "embedding_rowwise"}};
+  for (auto& [k, v] : o.tp_plan.rules()) rules[k] = parallel::tp_style_name(v);
+  o.tp_plan = parallel::TpPlan(rules);
+  auto ref = train_layout("tp3_single", sizes(1, 1), 1, {}, 0, "", config);
+  expect_parity(train_layout("tp3", sizes(1, 1, 1, 1, 3), 1, o, 0, "", config), false, 1e-3, ref);
+  fs::remove_all(ref.dir);
 }

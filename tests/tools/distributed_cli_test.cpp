@@ -71,13 +71,20 @@ TEST(DistributedCli, LaunchedDdpAndFsdpReproduceTheSingleRankLossesAndEvalAgrees
   auto e1 = run_command(kBin + eval);
   ASSERT_EQ(e1.exit_code, 0) << e1.err;
   const double loss = meshtrain::testing::printed_value(e1.out, "eval_loss");
-  for (std::string layout : {" --tp_size 2", " --dp_shard_size 2"}) {
+  for (std::string layout : {" --tp_size 2", " --dp_shard_size 2", " --tp_size 2 --sequence_parallel --loss_parallel"}) {
     auto e2 = run_command(kBin + " launch -n 2 --" + eval + layout);
     ASSERT_EQ(e2.exit_code, 0) << e2.err;
     EXPECT_NEAR(meshtrain::testing::printed_value(e2.out, "eval_loss"), loss, 1e-5 * loss) << layout;
     EXPECT_EQ(meshtrain::testing::printed_value(e2.out, "eval_tokens"),
               meshtrain::testing::printed_value(e1.out, "eval_tokens"));
   }
+  // generate under tp 2 continues the prompt exactly as one rank does, printed once.
+  const std::string generate = " generate --model_name_or_path " + fsdp.string() + " --prompt Hello --max_new_tokens 12";
+  auto g1 = run_command(kBin + generate);
+  ASSERT_EQ(g1.exit_code, 0) << g1.err;
+  auto g2 = run_command(kBin + " launch -n 2 --" + generate + " --tp_size 2");
+  ASSERT_EQ(g2.exit_code, 0) << g2.err;
+  EXPECT_EQ(g2.out, g1.out);
   for (auto& d : {single, ddp, fsdp}) fs::remove_all(d);
 }
 
