@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include "dist/collectives.h"
+#include "nn/causal_lm_loss.h"
 #include "parallel/context_parallel.h"
 #include "support/run_ranks.h"
 #include "util/check.h"
@@ -124,6 +125,33 @@ TEST(RingAttention, EqualsLocalAttentionOutputsAndGradients) {
   }
 }
 
+TEST(RingAttention, Bf16InputsMergeInFp32) {
+  // bf16 q/k/v: blocks run in bf16, the merge and the gradient accumulation in fp32; the result
+  // is close to the fp32 reference within bf16's precision, and lse stays fp32.
+  const int64_t cp = 2;
+  auto ref = serial_attention(2, 4, 2, 12, 12, 21);
+  run_ranks(cp_sizes(cp), [&](std::shared_ptr<dist::DeviceMesh> mesh) {
+    auto& g = mesh->group("cp");
+    auto shard = [&](const at::Tensor& t) { return parallel::shard_load_balanced(t, cp, g.rank(), 2); };
+    auto q = shard(ref.q).to(at::kBFloat16).requires_grad_();
+    auto k = shard(ref.k).to(at::kBFloat16).requires_grad_();
+    auto v = shard(ref.v).to(at::kBFloat16).requires_grad_();
+    auto res = parallel::RingAttention(g).forward(q, k, v, ref.scale);
+    EXPECT_EQ(res.out.scalar_type(), at::kBFloat16);
+    EXPECT_EQ(res.lse.scalar_type(), at::kFloat);
+    (res.out.to(at::kFloat) * shard(ref.w)).sum().backward();
+    auto near = [&](const at::Tensor& got, const at::Tensor& want, const char* what) {
+      EXPECT_TRUE(at::allclose(got.to(at::kFloat), shard(want), 5e-2, 5e-2))
+          << what << ": max difference " << (got.to(at::kFloat) - shard(want)).abs().max().item<double>();
+    };
+    near(res.out, ref.out, "out");
+    near(res.lse, ref.lse, "lse");
+    near(q.grad(), ref.dq, "dq");
+    near(k.grad(), ref.dk, "dk");
+    near(v.grad(), ref.dv, "dv");
+  });
+}
+
 TEST(RingAttention, SendsCpMinusOneOverCpOfKeysAndValues) {
   // Forward: each rank receives every other rank's K/V shard once, (cp−1)/cp of the full K and
   // V. The ring is symmetric (every rank sends what it receives), so the send counters show it.
@@ -165,6 +193,9 @@ TEST(RingAttention, LlamaUnderContextParallelEqualsSerial) {
   auto logits = serial->forward(ids);
   auto w = at::randn_like(logits);
   (logits * w).sum().backward();
+  // Labels are shifted on the full sequence, then sharded like the inputs.
+  auto targets = nn::shift_labels(ids);
+  const double loss_sum = nn::cross_entropy_sum(logits.detach(), targets).item<double>();
   for (auto [cp, strategy] : {std::pair{2, parallel::CpCommStrategy::Ring}, {4, parallel::CpCommStrategy::AllGather}}) {
     run_ranks(cp_sizes(cp), [&](std::shared_ptr<dist::DeviceMesh> mesh) {
       const int64_t r = mesh->coordinate("cp");
@@ -174,6 +205,9 @@ TEST(RingAttention, LlamaUnderContextParallelEqualsSerial) {
       auto out = model->forward(parallel::shard_load_balanced(ids, cp, r, 1),
                                 parallel::load_balanced_position_ids(B, T, cp, r));
       expect_close(out, parallel::shard_load_balanced(logits, cp, r, 1), "logits");
+      auto local_sum = nn::cross_entropy_sum(out.detach(), parallel::shard_load_balanced(targets, cp, r, 1));
+      dist::all_reduce_(mesh->group("cp"), local_sum);
+      EXPECT_NEAR(local_sum.item<double>(), loss_sum, 1e-4 * std::abs(loss_sum));
       (out * parallel::shard_load_balanced(w, cp, r, 1)).sum().backward();
       auto want = serial->named_params();
       auto got = model->named_params();

@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include "dist/collectives.h"
+#include "nn/causal_lm_loss.h"
 #include "parallel/ulysses.h"
 #include "support/run_ranks.h"
 #include "util/check.h"
@@ -121,6 +122,8 @@ TEST(Ulysses, LlamaUnderSpAndCpTimesSpEqualsSerial) {
   auto logits = serial->forward(ids);
   auto w = at::randn_like(logits);
   (logits * w).sum().backward();
+  auto targets = nn::shift_labels(ids);  // shifted on the full sequence, then sharded
+  const double loss_sum = nn::cross_entropy_sum(logits.detach(), targets).item<double>();
   for (auto sizes : {meshtrain::testing::sizes(1, 1, 1, 2), meshtrain::testing::sizes(1, 1, 2, 2)}) {
     run_ranks(sizes, [&](std::shared_ptr<dist::DeviceMesh> mesh) {
       auto model = std::make_shared<models::LlamaForCausalLM>(config);
@@ -128,6 +131,10 @@ TEST(Ulysses, LlamaUnderSpAndCpTimesSpEqualsSerial) {
       parallel::apply_ulysses(*model, *mesh);
       auto out = model->forward(parallel::shard_sequence(ids, *mesh), parallel::sequence_position_ids(B, T, *mesh));
       expect_close(out, parallel::shard_sequence(logits, *mesh), "logits");
+      auto local_sum = nn::cross_entropy_sum(out.detach(), parallel::shard_sequence(targets, *mesh));
+      dist::all_reduce_(mesh->group("cp"), local_sum);
+      dist::all_reduce_(mesh->group("sp"), local_sum);
+      EXPECT_NEAR(local_sum.item<double>(), loss_sum, 1e-4 * std::abs(loss_sum));
       (out * parallel::shard_sequence(w, *mesh)).sum().backward();
       auto want = serial->named_params();
       auto got = model->named_params();
