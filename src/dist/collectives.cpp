@@ -177,6 +177,27 @@ void recv(Group& g, at::Tensor& t, int src) {
   run(g, "recv", [&] { return g.backend().recv(ts, src, 0); });
 }
 
+c10::intrusive_ptr<c10d::Work> send_async(Group& g, const at::Tensor& t, int dst, int tag) {
+  MT_CHECK(t.is_contiguous(), "send_async needs a contiguous tensor");
+  g.count_sent(nbytes(t));
+  std::vector<at::Tensor> ts{t};
+  try {
+    return g.backend().send(ts, dst, tag);
+  } catch (const std::exception& e) {
+    fail("rank ", g.global_rank(), ": send to ", dst, " on group ", g.name(), " failed: ", e.what());
+  }
+}
+
+c10::intrusive_ptr<c10d::Work> recv_async(Group& g, at::Tensor& t, int src, int tag) {
+  MT_CHECK(t.is_contiguous(), "recv_async needs a contiguous tensor");
+  std::vector<at::Tensor> ts{t};
+  try {
+    return g.backend().recv(ts, src, tag);
+  } catch (const std::exception& e) {
+    fail("rank ", g.global_rank(), ": recv from ", src, " on group ", g.name(), " failed: ", e.what());
+  }
+}
+
 void barrier(Group& g) {
   if (g.size() == 1) return;
   run(g, "barrier", [&] { return g.backend().barrier(); });

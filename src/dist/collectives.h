@@ -40,6 +40,11 @@ at::Tensor all_to_all(Group& g, const at::Tensor& t, const std::vector<int64_t>&
 void broadcast_(Group& g, at::Tensor& t, int root);
 void send(Group& g, const at::Tensor& t, int dst);
 void recv(Group& g, at::Tensor& t, int src);
+// Point-to-point started now and finished with wait_work(), to overlap it with computation. t
+// must be contiguous; the returned work keeps it alive. Messages between two ranks on one tag
+// arrive in the order they were sent.
+c10::intrusive_ptr<c10d::Work> send_async(Group& g, const at::Tensor& t, int dst, int tag = 0);
+c10::intrusive_ptr<c10d::Work> recv_async(Group& g, at::Tensor& t, int src, int tag = 0);
 void barrier(Group& g);
 
 }  // namespace meshtrain::dist

@@ -1,0 +1,170 @@
+// Ulysses sequence parallelism: the head/sequence all-to-all around local attention against
+// attention on the full sequence (outputs, lse, gradients) for sp 2 and 4, kv heads split or
+// replicated; cp 2 × sp 2 with ring attention inside; a Llama under both; the head and length
+// rules with upstream's messages.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "dist/collectives.h"
+#include "nn/causal_lm_loss.h"
+#include "parallel/ulysses.h"
+#include "support/run_ranks.h"
+#include "util/check.h"
+
+using namespace meshtrain;
+using meshtrain::testing::run_ranks;
+
+namespace {
+
+void expect_close(const at::Tensor& got, const at::Tensor& want, const std::string& what) {
+  ASSERT_EQ(got.sizes(), want.sizes()) << what;
+  EXPECT_TRUE(at::allclose(got, want, 1e-5, 1e-5))
+      << what << ": max difference " << (got - want).abs().max().item<double>();
+}
+
+template <typename Fn>
+void expect_error(Fn&& fn, const std::string& text) {
+  try {
+    fn();
+    FAIL() << "expected an error containing: " << text;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << e.what();
+  }
+}
+
+struct Reference {
+  at::Tensor q, k, v, w;
+  at::Tensor out, lse, dq, dk, dv;
+  double scale;
+};
+
+Reference serial_attention(int64_t B, int64_t H, int64_t Hkv, int64_t T, int64_t d, uint64_t seed) {
+  at::manual_seed(seed);
+  Reference r;
+  r.q = at::randn({B, H, T, d});
+  r.k = at::randn({B, Hkv, T, d});
+  r.v = at::randn({B, Hkv, T, d});
+  r.w = at::randn({B, H, T, d});
+  r.scale = 1.0 / std::sqrt(static_cast<double>(d));
+  auto q = r.q.clone().requires_grad_(), k = r.k.clone().requires_grad_(), v = r.v.clone().requires_grad_();
+  auto res = nn::LocalCausalAttention().forward(q, k, v, r.scale);
+  (res.out * r.w).sum().backward();
+  r.out = res.out.detach();
+  r.lse = res.lse;
+  r.dq = q.grad();
+  r.dk = k.grad();
+  r.dv = v.grad();
+  return r;
+}
+
+// Runs `core` on this rank's shard of ref (sequence on dim 2, sharded as the mesh shards it)
+// and compares everything, gathered back to the full sequence.
+void check_core(nn::AttentionCore& core, const Reference& ref, const dist::DeviceMesh& mesh) {
+  auto shard = [&](const at::Tensor& t) { return parallel::shard_sequence(t, mesh, 2); };
+  auto q = shard(ref.q).requires_grad_(), k = shard(ref.k).requires_grad_(), v = shard(ref.v).requires_grad_();
+  auto res = core.forward(q, k, v, ref.scale);
+  expect_close(res.lse, shard(ref.lse), "lse");
+  expect_close(parallel::gather_sequence(res.out.detach(), mesh, 2), ref.out, "out");
+  (res.out * shard(ref.w)).sum().backward();
+  expect_close(parallel::gather_sequence(q.grad(), mesh, 2), ref.dq, "dq");
+  expect_close(parallel::gather_sequence(k.grad(), mesh, 2), ref.dk, "dk");
+  expect_close(parallel::gather_sequence(v.grad(), mesh, 2), ref.dv, "dv");
+}
+
+models::LlamaConfig config_with(int64_t heads, int64_t kv, int64_t head_dim) {
+  auto j = models::LlamaConfig::load(std::filesystem::path(MESHTRAIN_SOURCE_DIR) / "configs/llama-tiny").raw;
+  j["num_attention_heads"] = heads;
+  j["num_key_value_heads"] = kv;
+  j["head_dim"] = head_dim;
+  j["hidden_size"] = heads * head_dim;
+  j["intermediate_size"] = 40;
+  return models::LlamaConfig::from_json(j, "test");
+}
+
+}  // namespace
+
+TEST(Ulysses, EqualsLocalAttentionOutputsAndGradients) {
+  struct Case {
+    int sp;
+    int64_t H, Hkv, d;
+  };
+  // kv heads split (4/2 over 2, 8/4 over 4, 6/2 over 2) or replicated (4/2 over 4, 4/1 over 4).
+  for (auto c : {Case{2, 4, 2, 12}, Case{4, 8, 4, 20}, Case{2, 6, 2, 20}, Case{4, 4, 2, 12}, Case{4, 4, 1, 12}}) {
+    SCOPED_TRACE(::testing::Message() << "sp " << c.sp << " H " << c.H << " Hkv " << c.Hkv << " d " << c.d);
+    auto ref = serial_attention(2, c.H, c.Hkv, 12, c.d, 3 + c.sp);
+    run_ranks(meshtrain::testing::sizes(1, 1, 1, c.sp), [&](std::shared_ptr<dist::DeviceMesh> mesh) {
+      parallel::UlyssesAttention core(mesh->group("sp"));
+      check_core(core, ref, *mesh);
+    });
+  }
+}
+
+TEST(Ulysses, WithRingAttentionInsideCp2Sp2) {
+  // The sequence is load-balanced over cp (T = 16: chunks of 4), then split contiguously over sp.
+  auto ref = serial_attention(2, 4, 2, 16, 12, 9);
+  for (auto strategy : {parallel::CpCommStrategy::Ring, parallel::CpCommStrategy::AllGather}) {
+    SCOPED_TRACE(parallel::cp_comm_strategy_name(strategy));
+    run_ranks(meshtrain::testing::sizes(1, 1, 2, 2), [&](std::shared_ptr<dist::DeviceMesh> mesh) {
+      parallel::UlyssesAttention core(mesh->group("sp"),
+                                      std::make_shared<parallel::RingAttention>(mesh->group("cp"), strategy));
+      check_core(core, ref, *mesh);
+    });
+  }
+}
+
+TEST(Ulysses, LlamaUnderSpAndCpTimesSpEqualsSerial) {
+  auto config = config_with(4, 2, 12);
+  const int64_t B = 2, T = 16;
+  at::manual_seed(5);
+  auto ids = at::randint(0, config.vocab_size, {B, T});
+  auto serial = std::make_shared<models::LlamaForCausalLM>(config);
+  serial->init_weights(11);
+  auto logits = serial->forward(ids);
+  auto w = at::randn_like(logits);
+  (logits * w).sum().backward();
+  auto targets = nn::shift_labels(ids);  // shifted on the full sequence, then sharded
+  const double loss_sum = nn::cross_entropy_sum(logits.detach(), targets).item<double>();
+  for (auto sizes : {meshtrain::testing::sizes(1, 1, 1, 2), meshtrain::testing::sizes(1, 1, 2, 2)}) {
+    run_ranks(sizes, [&](std::shared_ptr<dist::DeviceMesh> mesh) {
+      auto model = std::make_shared<models::LlamaForCausalLM>(config);
+      model->init_weights(11);
+      parallel::apply_ulysses(*model, *mesh);
+      auto out = model->forward(parallel::shard_sequence(ids, *mesh), parallel::sequence_position_ids(B, T, *mesh));
+      expect_close(out, parallel::shard_sequence(logits, *mesh), "logits");
+      auto local_sum = nn::cross_entropy_sum(out.detach(), parallel::shard_sequence(targets, *mesh));
+      dist::all_reduce_(mesh->group("cp"), local_sum);
+      dist::all_reduce_(mesh->group("sp"), local_sum);
+      EXPECT_NEAR(local_sum.item<double>(), loss_sum, 1e-4 * std::abs(loss_sum));
+      (out * parallel::shard_sequence(w, *mesh)).sum().backward();
+      auto want = serial->named_params();
+      auto got = model->named_params();
+      for (size_t i = 0; i < got.size(); ++i) {
+        auto grad = got[i].second.grad().clone();
+        dist::all_reduce_(mesh->group("cp"), grad);  // each rank holds its tokens' share
+        dist::all_reduce_(mesh->group("sp"), grad);
+        expect_close(grad, want[i].second.grad(), got[i].first);
+      }
+    });
+  }
+}
+
+TEST(Ulysses, RejectsBadHeadCountsAndLengths) {
+  expect_error([] { parallel::check_ulysses_heads(6, 2, 4); }, "Attention head count 6 is not divisible by SP size 4");
+  expect_error([] { parallel::check_ulysses_heads(6, 3, 2); },
+               "KV attention head count 3 is not divisible by SP size 2 or vice versa");
+  EXPECT_NO_THROW(parallel::check_ulysses_heads(8, 2, 4));
+  EXPECT_NO_THROW(parallel::check_ulysses_heads(8, 8, 4));
+  expect_error([] { parallel::shard_contiguous(at::zeros({2, 10}), 4, 0, 1); },
+               "batch's seqlen=10 isn't divisible by sp-size=4");
+  run_ranks(meshtrain::testing::sizes(1, 1, 1, 2), [&](std::shared_ptr<dist::DeviceMesh> mesh) {
+    parallel::UlyssesAttention core(mesh->group("sp"));
+    auto q = at::randn({1, 3, 4, 8}), k = at::randn({1, 3, 4, 8});
+    expect_error([&] { core.forward(q, k, k, 0.5); }, "Attention head count 3 is not divisible by SP size 2");
+    models::LlamaForCausalLM model(config_with(3, 3, 8));
+    expect_error([&] { parallel::apply_ulysses(model, *mesh); }, "Attention head count 3 is not divisible by SP size 2");
+  });
+  run_ranks(meshtrain::testing::sizes(1, 1, 2, 2), [&](std::shared_ptr<dist::DeviceMesh> mesh) {
+    expect_error([&] { parallel::shard_sequence(at::zeros({1, 10}), *mesh); },
+                 "sequence length T=10 is not divisible by 2*cp=4");
+  });
+}
