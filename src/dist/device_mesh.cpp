@@ -32,6 +32,8 @@ const std::map<std::string, std::vector<std::string>>& DeviceMesh::flattened() {
       {"dp", {"dp_replicate", "dp_shard"}},
       {"dp_shard_cp", {"dp_shard", "cp"}},
       {"dp_cp", {"dp_replicate", "dp_shard", "cp"}},
+      {"dp_replicate_sp", {"dp_replicate", "sp"}},
+      {"dp_cp_sp", {"dp_replicate", "dp_shard", "cp", "sp"}},
       {"world", {"dp_replicate", "dp_shard", "cp", "sp", "tp"}}};
   return f;
 }
@@ -55,7 +57,7 @@ int64_t DeviceMesh::dim_size(size_t d) const {
 std::vector<std::string> DeviceMesh::dims_of(const std::string& name) const {
   if (auto it = flattened().find(name); it != flattened().end()) return it->second;
   MT_CHECK(std::find(kDims.begin(), kDims.end(), name) != kDims.end(), "unknown mesh dim '", name,
-           "' (dims: dp_replicate, dp_shard, cp, sp, tp; flattened: dp, dp_shard_cp, dp_cp)");
+           "' (dims: dp_replicate, dp_shard, cp, sp, tp; flattened: dp, dp_shard_cp, dp_cp, dp_replicate_sp, dp_cp_sp)");
   return {name};
 }
 

@@ -1,6 +1,7 @@
 // The device mesh: named dims dp_replicate, dp_shard, cp, sp, tp (tp varies fastest), each
 // rank's coordinates, and one process group per dim plus the flattened dims dp
-// (dp_replicate × dp_shard), dp_shard_cp, dp_cp and world, created once. A layout-only mesh (no
+// (dp_replicate × dp_shard), dp_shard_cp, dp_cp, dp_replicate_sp, dp_cp_sp (every rank that
+// holds different tokens) and world, created once. A layout-only mesh (no
 // groups) serves `meshtrain plan`.
 #pragma once
 #include <torch/csrc/distributed/c10d/Store.hpp>

@@ -18,7 +18,7 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 // forward: the unit's full weights from its gathered flat buffer / backward: reduce-scatter
-// of the unit's gradients over dp_shard, all-reduce over dp_replicate; the full weights are
+// of the unit's gradients over dp_shard × cp, all-reduce over dp_replicate × sp; the full weights are
 // dropped after (nothing reads them once their gradients are done).
 struct GatherUnit : torch::autograd::Function<GatherUnit> {
   // local: this rank's shards, flattened and concatenated (autograd splits its gradient back).
@@ -70,8 +70,8 @@ int64_t param_base(const Fsdp::Unit& u, size_t k, size_t q) {
 
 Fsdp::Fsdp(models::LlamaForCausalLM& model, const dist::DeviceMesh& mesh, bool reshard_after_forward)
     : model_(model),
-      shard_group_(mesh.group("dp_shard")),
-      replicate_group_(mesh.group("dp_replicate")),
+      shard_group_(mesh.group("dp_shard_cp")),
+      replicate_group_(mesh.group("dp_replicate_sp")),
       reshard_after_forward_(reshard_after_forward) {
   MT_CHECK(model.named_params().front().second.is_cpu(),
            "FSDP's freeing of gathered weights is implemented for CPU tensors only");
@@ -85,13 +85,13 @@ Fsdp::Fsdp(models::LlamaForCausalLM& model, const dist::DeviceMesh& mesh, bool r
     auto& p = params.at(name);
     auto& place = model.placement(name);
     for (auto& dim : place.mesh_dims)
-      MT_CHECK(dim != "dp_shard", "FSDP: ", name, " is already sharded on dp_shard");
+      MT_CHECK(dim != "dp_shard_cp", "FSDP: ", name, " is already sharded on dp_shard_cp");
     auto rows = dist::chunk_sizes(p.size(0), n);
     const int64_t offset = std::accumulate(rows.begin(), rows.begin() + me, int64_t{0});
     const int64_t row_numel = p.size(0) ? p.numel() / p.size(0) : 0;
     p.set_data(p.narrow(0, offset, rows[me]).clone());
     // Sharded after any tensor-parallel split: the chunk of the tp shard's dim 0.
-    place.mesh_dims.insert(place.mesh_dims.end(), {"dp_replicate", "dp_shard"});
+    place.mesh_dims.insert(place.mesh_dims.end(), {"dp_replicate_sp", "dp_shard_cp"});
     place.placements.insert(place.placements.end(), {nn::Placement::replicate(), nn::Placement::shard(0)});
     place.offset[0] += offset;
     // Layer parameters are named model.layers.N.*; everything else belongs to the root unit.

@@ -1,9 +1,10 @@
-// FSDP (ZeRO-3) over dp_shard, HSDP when dp_replicate > 1 too: every parameter keeps only its
+// FSDP (ZeRO-3) over dp_shard × cp (context-parallel ranks hold the same parameters, so they
+// shard them too), HSDP when dp_replicate × sp > 1: every parameter keeps only its
 // torch.chunk block of dim 0 (of its tensor-parallel shard, under tp), so gradients and AdamW state are sharded as well. Parameters are
 // grouped in units (the root: embeddings, final norm, lm_head; then each decoder layer); a unit
 // is all-gathered as one flat buffer just before its forward, through an autograd function
 // whose backward reduce-scatters the unit's gradients as one flat buffer (and all-reduces them
-// over dp_replicate). The next layer's gather is started before the current layer computes.
+// over dp_replicate × sp). The next layer's gather is started before the current layer computes.
 // With reshard_after_forward a layer's full weights are freed after its forward and gathered
 // again (prefetched one layer ahead) when its backward begins.
 #pragma once

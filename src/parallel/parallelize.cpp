@@ -7,6 +7,7 @@
 #include "models/hf_weights.h"
 #include "nn/causal_lm_loss.h"
 #include "parallel/loss_parallel.h"
+#include "parallel/ulysses.h"
 #include "util/check.h"
 
 namespace meshtrain::parallel {
@@ -15,21 +16,22 @@ ParallelModel::ParallelModel(std::shared_ptr<models::LlamaForCausalLM> model,
                              std::shared_ptr<const dist::DeviceMesh> mesh, const ParallelOptions& options)
     : model_(std::move(model)), mesh_(std::move(mesh)) {
   const auto& s = mesh_->sizes();
-  MT_CHECK(s.cp == 1 && s.sp == 1, "cp_size and sp_size > 1 are not implemented yet (got cp ", s.cp, ", sp ", s.sp, ")");
   MT_CHECK(s.tp > 1 || !options.sequence_parallel, "--sequence_parallel needs tp_size > 1");
   MT_CHECK(s.tp > 1 || !options.loss_parallel, "--loss_parallel needs tp_size > 1");
+  sequence_parallel_ = options.sequence_parallel;
   if (s.tp > 1)
     tp_report_ = apply_tensor_parallel(*model_, *mesh_, options.tp_plan,
                                        {options.sequence_parallel, options.loss_parallel});
   std::map<std::string, at::Tensor> params;
   for (auto& [name, p] : model_->named_params()) params[name] = p;
   for (auto& name : tp_report_.partial_grad_params) partial_grad_params_.push_back(params.at(name));
-  // FSDP shards and reduce-scatters over dp_shard and all-reduces over dp_replicate itself;
-  // without sharding, DDP all-reduces over dp_replicate.
+  if (s.cp > 1 || s.sp > 1) apply_ulysses(*model_, *mesh_, options.cp_comm_strategy);
+  // FSDP shards and reduce-scatters over dp_shard × cp and all-reduces over dp_replicate × sp
+  // itself; without sharding, DDP all-reduces over every rank holding different tokens.
   if (s.dp_shard > 1) {
     fsdp_ = std::make_unique<Fsdp>(*model_, *mesh_, options.reshard_after_forward);
-  } else if (s.dp_replicate > 1) {
-    ddp_ = std::make_unique<DdpReducer>(model_->named_params(), mesh_->group("dp_replicate"), options.ddp_bucket_cap_mb);
+  } else if (mesh_->size("dp_cp_sp") > 1) {
+    ddp_ = std::make_unique<DdpReducer>(model_->named_params(), mesh_->group("dp_cp_sp"), options.ddp_bucket_cap_mb);
   }
 }
 
@@ -39,10 +41,22 @@ at::Tensor ParallelModel::forward(const at::Tensor& input_ids, const at::Tensor&
 }
 
 at::Tensor ParallelModel::loss_sum(const at::Tensor& input_ids, const at::Tensor& targets) {
-  auto logits = forward(input_ids);
+  at::Tensor logits, local_targets = targets;
+  if (mesh_->size("cp") > 1 || mesh_->size("sp") > 1) {
+    local_targets = shard_sequence(targets, *mesh_);
+    logits = forward(shard_sequence(input_ids, *mesh_),
+                     sequence_position_ids(input_ids.size(0), input_ids.size(1), *mesh_));
+  } else {
+    logits = forward(input_ids);
+  }
   if (tp_report_.logits_vocab_sharded)
-    return vocab_parallel_cross_entropy_sum(logits, targets, mesh_->group("tp"), tp_report_.vocab_offset);
-  return nn::cross_entropy_sum(logits, targets);
+    return vocab_parallel_cross_entropy_sum(logits, local_targets, mesh_->group("tp"), tp_report_.vocab_offset);
+  return nn::cross_entropy_sum(logits, local_targets);
+}
+
+void ParallelModel::check_sequence_length(int64_t seq_len) const {
+  auto local = shard_sequence(at::zeros({1, seq_len}), *mesh_);  // T divisible by 2·cp, then by sp
+  if (sequence_parallel_) sequence_shards(local.size(1), mesh_->size("tp"));
 }
 
 void ParallelModel::prepare_backward(bool last_micro_batch) {

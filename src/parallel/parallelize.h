@@ -1,7 +1,9 @@
 // parallelize(): the one place that knows in which order the parallel units apply to a model
 // on a mesh. Tensor (and Megatron sequence) parallelism first: it decides what each rank holds.
-// Then FSDP over dp_shard when dp_shard > 1 (HSDP with dp_replicate), sharding the tp shards
-// further, else DDP over dp_replicate. The trainer talks to the result only.
+// Then the attention cores of context (ring) and Ulysses parallelism, which only change how
+// attention runs. Then FSDP over dp_shard × cp when dp_shard > 1 (HSDP with dp_replicate × sp),
+// sharding the tp shards further, else DDP over every rank that holds different tokens
+// (dp_replicate × cp × sp). The trainer talks to the result only.
 #pragma once
 #include <filesystem>
 #include <memory>
@@ -9,6 +11,7 @@
 
 #include "dist/device_mesh.h"
 #include "models/llama.h"
+#include "parallel/context_parallel.h"
 #include "parallel/ddp.h"
 #include "parallel/fsdp.h"
 #include "parallel/tensor_parallel.h"
@@ -21,6 +24,7 @@ struct ParallelOptions {
   TpPlan tp_plan = TpPlan::llama_default();
   bool sequence_parallel = false;  // Megatron sequence parallelism on the tp dim
   bool loss_parallel = false;      // vocab-parallel cross entropy on tp-sharded logits
+  CpCommStrategy cp_comm_strategy = CpCommStrategy::Ring;
 };
 
 class ParallelModel {
@@ -29,9 +33,14 @@ class ParallelModel {
                 const ParallelOptions& options);
 
   at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& position_ids = {});
-  // Forward and the summed cross entropy of the targets (labels already shifted) that count,
-  // vocab-parallel when the logits are sharded: the same value on every rank of a dp group.
+  // Forward and the summed cross entropy of the targets (labels already shifted on the full
+  // sequence) that count, vocab-parallel when the logits are sharded. Under cp / sp the rows
+  // are cut to this rank's sequence shard (with its global positions) first, so the sum covers
+  // this rank's tokens only: summed over "dp_cp_sp" it is the global step's.
   at::Tensor loss_sum(const at::Tensor& input_ids, const at::Tensor& targets);
+  // Whether sequences of seq_len tokens can be sharded over cp, sp and (sequence parallel) tp;
+  // an error with the numbers if not.
+  void check_sequence_length(int64_t seq_len) const;
   // Before each micro-batch's backward; only the last one synchronises DDP gradients.
   void prepare_backward(bool last_micro_batch);
   // After the last backward of a step: gradients are complete and consistent.
@@ -52,6 +61,7 @@ class ParallelModel {
   std::unique_ptr<Fsdp> fsdp_;
   std::unique_ptr<DdpReducer> ddp_;
   std::vector<at::Tensor> partial_grad_params_;  // gradients summed over tp after backward
+  bool sequence_parallel_ = false;
 };
 
 // An HF checkpoint on the mesh: the model is parallelised before its weights are read, so each

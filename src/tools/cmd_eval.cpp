@@ -36,6 +36,7 @@ int run_eval(const Args& argv) {
   auto parallel_model = parallel::load_pretrained_parallel(model_path, runtime.mesh, options);
   if (runtime.env.rank == 0) report_tp_plan(*parallel_model);
   auto& model = *parallel_model;
+  model.check_sequence_length(seq_len);
   const int64_t windows = data::num_consecutive_windows(*dataset, seq_len);
 
   // Every rank runs the same number of forwards (sharded layers communicate inside them); a
@@ -44,20 +45,22 @@ int run_eval(const Args& argv) {
   const int64_t batches = (windows + batch - 1) / batch;
   const int64_t rounds = (batches + dp.size() - 1) / dp.size();
   at::NoGradGuard no_grad;
-  auto totals = at::zeros({2}, at::kDouble);  // loss sum, target count
+  auto loss = at::zeros({1}, at::kDouble), count = at::zeros({1}, at::kDouble);
   for (int64_t round = 0; round < rounds; ++round) {
     const int64_t b = round * dp.size() + dp.rank();
     const bool real = b < batches;
     const int64_t first = real ? b * batch : 0;
     auto ids = data::consecutive_windows(*dataset, seq_len, first, std::min(batch, windows - first));
     auto targets = real ? nn::shift_labels(ids) : at::full_like(ids, nn::kIgnoreIndex);
-    totals[0] += model.loss_sum(ids, targets).item<double>();
-    totals[1] += static_cast<double>(nn::count_targets(targets));
+    loss += model.loss_sum(ids, targets).item<double>();
+    count += static_cast<double>(nn::count_targets(targets));
   }
-  dist::all_reduce_(dp, totals);
+  // cp / sp ranks share a batch and each sums the loss of its own sequence shard.
+  dist::all_reduce_(runtime.mesh->group("dp_cp_sp"), loss);
+  dist::all_reduce_(dp, count);
   if (runtime.env.rank == 0)
-    std::printf("eval_loss: %.6f\neval_tokens: %lld\n", totals[0].item<double>() / totals[1].item<double>(),
-                static_cast<long long>(totals[1].item<double>()));
+    std::printf("eval_loss: %.6f\neval_tokens: %lld\n", loss.item<double>() / count.item<double>(),
+                static_cast<long long>(count.item<double>()));
   return 0;
 }
 

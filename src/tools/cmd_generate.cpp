@@ -27,6 +27,10 @@ int run_generate(const Args& argv) {
   auto options = parallel_options_from(flags);
   // Prompts of any length, and whole logits to sample from: the training-only layouts are off.
   options.sequence_parallel = options.loss_parallel = false;
+  const auto sizes = mesh_sizes_from(flags);
+  if (sizes.cp > 1 || sizes.sp > 1)
+    throw UsageError(str_cat("meshtrain generate: prompts grow one token at a time, so the sequence is not sharded; "
+                             "use cp_size and sp_size 1 (got ", sizes.cp, " and ", sizes.sp, ")"));
   auto runtime = start_runtime_from(flags);
   auto parallel_model = parallel::load_pretrained_parallel(flags.require("model_name_or_path"), runtime.mesh, options);
   if (runtime.env.rank == 0) report_tp_plan(*parallel_model);

@@ -15,6 +15,8 @@ std::vector<FlagSpec> parallel_flag_specs() {
       {"cp_size", "context-parallel size (default 1)"},
       {"sp_size", "Ulysses sequence-parallel size (default 1)"},
       {"ep_size", "expert-parallel size (default 1)"},
+      {"cp_comm_strategy", "how ring attention moves K/V: alltoall (ring send/recv, overlapped) | allgather "
+                           "(default alltoall)"},
       {"tp_plan", "JSON file of module pattern -> tensor-parallel style (default: Llama's HF plan)"},
       {"sequence_parallel", "Megatron sequence parallelism on the tp dim: norms and the residual stream "
                             "sharded on the sequence (needs tp_size > 1)", true},
@@ -51,6 +53,7 @@ parallel::ParallelOptions parallel_options_from(const Flags& flags) {
   o.reshard_after_forward = flags.has("reshard_after_forward") ? boolean("reshard_after_forward") : true;
   o.sequence_parallel = boolean("sequence_parallel");
   o.loss_parallel = boolean("loss_parallel");
+  o.cp_comm_strategy = parallel::parse_cp_comm_strategy(flags.get("cp_comm_strategy", "alltoall"));
   if (flags.has("tp_plan")) o.tp_plan = parallel::TpPlan::from_json_file(resolve_path(flags.get("tp_plan", "")));
   return o;
 }

@@ -49,8 +49,13 @@ std::vector<Block> blocks_of(parallel::ParallelModel& model, const AdamW& optimi
 bool owns(const dist::DeviceMesh& mesh, const nn::ParamPlacement& place) {
   for (auto dim : dist::DeviceMesh::kDims) {
     bool sharded = false;
-    for (size_t d = 0; d < place.mesh_dims.size(); ++d)
-      sharded |= place.mesh_dims[d] == dim && place.placements[d].kind == nn::Placement::Kind::Shard;
+    for (size_t d = 0; d < place.mesh_dims.size(); ++d) {
+      if (place.placements[d].kind != nn::Placement::Kind::Shard) continue;
+      auto flat = dist::DeviceMesh::flattened().find(place.mesh_dims[d]);
+      sharded |= flat == dist::DeviceMesh::flattened().end()
+                     ? place.mesh_dims[d] == dim
+                     : std::find(flat->second.begin(), flat->second.end(), dim) != flat->second.end();
+    }
     if (!sharded && mesh.coordinate(dim) != 0) return false;
   }
   return true;

@@ -39,6 +39,7 @@ Trainer::Trainer(std::shared_ptr<parallel::ParallelModel> model, const data::Tok
   args_.validate();
   const auto& c = model_->model().config();
   MT_CHECK(seq_len_ >= 2, "--seq_len must be at least 2, got ", seq_len_);
+  model_->check_sequence_length(seq_len_);
   MT_CHECK(dataset_.max_token() < c.vocab_size, "the data holds token id ", dataset_.max_token(),
            " but the model's vocab_size is ", c.vocab_size);
 }
@@ -99,7 +100,7 @@ std::vector<StepRecord> Trainer::train() {
     auto step_targets = at::tensor(local_targets, at::kLong);
     dist::all_reduce_(dp, step_targets);
     auto loss_sum = at::tensor(accumulate_gradients(*model_, micro_batches, step_targets.item<int64_t>()), at::kDouble);
-    dist::all_reduce_(dp, loss_sum);
+    dist::all_reduce_(mesh.group("dp_cp_sp"), loss_sum);  // cp / sp ranks summed their own tokens
     state.data_position += global_batch;
 
     const double grad_norm = model_->clip_grad_norm(args_.max_grad_norm);

@@ -183,3 +183,29 @@ TEST(LossParity, UnevenTensorParallel3) {
   expect_parity(train_layout("tp3", sizes(1, 1, 1, 1, 3), 1, o, 0, "", config), false, 1e-3, ref);
   fs::remove_all(ref.dir);
 }
+
+// Context (ring) and Ulysses parallelism: the sequence is cut over cp and sp, attention is
+// exchanged across them, and parameters are replicated (FSDP shards over dp_shard × cp).
+TEST(LossParity, ContextParallel2RingAnd4AllGather) {
+  expect_parity(train_layout("cp2", sizes(1, 1, 2), 2), false, 1e-3);
+  parallel::ParallelOptions o;
+  o.cp_comm_strategy = parallel::CpCommStrategy::AllGather;
+  expect_parity(train_layout("cp4", sizes(1, 1, 4), 1, o), false, 1e-3);
+}
+
+TEST(LossParity, Ulysses2And4) {  // sp 4 replicates llama-tiny's 2 kv heads
+  expect_parity(train_layout("sp2", sizes(1, 1, 1, 2), 2), false, 1e-3);
+  expect_parity(train_layout("sp4", sizes(1, 1, 1, 4), 1), false, 1e-3);
+}
+
+TEST(LossParity, ContextParallel2TimesUlysses2) {
+  expect_parity(train_layout("cp2_sp2", sizes(1, 1, 2, 2), 1), false, 1e-3);
+}
+
+TEST(LossParity, ContextParallel2TimesTensorParallel2) {
+  expect_parity(train_layout("cp2_tp2", sizes(1, 1, 2, 1, 2), 1), false, 1e-3);
+}
+
+TEST(LossParity, ContextParallel2TimesFsdp2) {
+  expect_parity(train_layout("cp2_fsdp2", sizes(1, 2, 2), 1), false, 1e-3);
+}

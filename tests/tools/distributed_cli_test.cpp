@@ -111,6 +111,27 @@ TEST(DistributedCli, SizesThatDoNotMultiplyToTheWorldAreRejected) {
   fs::remove_all(out);
 }
 
+TEST(DistributedCli, ContextParallelTrainsAndASequenceThatDoesNotSplitIsRejected) {
+  auto single = temp_dir("cp_single"), cp = temp_dir("cp2"), bad = temp_dir("cp_bad");
+  auto r0 = run_command(kBin + train_args(single, 2));
+  ASSERT_EQ(r0.exit_code, 0) << r0.err;
+  auto r1 = run_command(kBin + " launch -n 2 --" + train_args(cp, 2) + " --cp_size 2 --cp_comm_strategy allgather");
+  ASSERT_EQ(r1.exit_code, 0) << r1.err;
+  auto a = losses(single / "metrics.jsonl"), b = losses(cp / "metrics.jsonl");
+  ASSERT_EQ(b.size(), a.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(b[i], a[i], 1e-5 * a[i]);
+  // 30 tokens do not split into 2·cp = 4 chunks; an unknown strategy is upstream's error.
+  auto r2 = run_command(kBin + " launch -n 2 --" + train_args(bad, 2) + " --cp_size 2 --seq_len 30");
+  EXPECT_NE(r2.exit_code, 0);
+  EXPECT_NE(r2.err.find("is not divisible by 2*cp=4"), std::string::npos) << r2.err;
+  auto r3 = run_command(kBin + train_args(bad, 2) + " --cp_comm_strategy ring");
+  EXPECT_EQ(r3.exit_code, 2);
+  EXPECT_NE(r3.err.find("Context Parallel does not support using ring for kv shards rotation"), std::string::npos)
+      << r3.err;
+  EXPECT_FALSE(fs::exists(bad / "model.safetensors"));
+  for (auto& d : {single, cp, bad}) fs::remove_all(d);
+}
+
 TEST(DistributedCli, ARankThatNeverArrivesEndsTheRunNamingIt) {
   auto out = temp_dir("alone");
   const auto start = Clock::now();
