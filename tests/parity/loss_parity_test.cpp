@@ -209,3 +209,8 @@ TEST(LossParity, ContextParallel2TimesTensorParallel2) {
 TEST(LossParity, ContextParallel2TimesFsdp2) {
   expect_parity(train_layout("cp2_fsdp2", sizes(1, 2, 2), 1), false, 1e-3);
 }
+
+TEST(LossParity, Ulysses2TimesTensorParallel2AndTimesFsdp2) {
+  expect_parity(train_layout("sp2_tp2", sizes(1, 1, 1, 2, 2), 1), false, 1e-3);
+  expect_parity(train_layout("sp2_fsdp2", sizes(1, 2, 1, 2), 1), false, 1e-3);
+}
