@@ -1,5 +1,6 @@
-// Self-attention with HF parameter names (q/k/v/o_proj), GQA and RoPE; the attention itself is
-// delegated to an AttentionCore (serial by default, ring or Ulysses when parallelised).
+// Self-attention with HF parameter names (q/k/v/o_proj, optional q_norm/k_norm), GQA and RoPE;
+// the attention itself is delegated to an AttentionCore (serial by default, ring or Ulysses when
+// parallelised).
 #pragma once
 #include <torch/nn/module.h>
 
@@ -7,6 +8,7 @@
 
 #include "nn/attention_core.h"
 #include "nn/linear.h"
+#include "nn/rms_norm.h"
 #include "nn/rope.h"
 
 namespace meshtrain::nn {
@@ -14,6 +16,8 @@ namespace meshtrain::nn {
 struct AttentionShape {
   int64_t hidden_size, num_heads, num_kv_heads, head_dim;
   bool bias;
+  bool qk_norm = false;  // Qwen3: RMSNorm over head_dim on each q and k head, before RoPE
+  double norm_eps = 1e-6;
 };
 
 class Attention : public torch::nn::Module {
@@ -23,6 +27,7 @@ class Attention : public torch::nn::Module {
   void set_core(std::shared_ptr<AttentionCore> core) { core_ = std::move(core); }
 
   std::shared_ptr<Linear> q_proj, k_proj, v_proj, o_proj;
+  std::shared_ptr<RMSNorm> q_norm, k_norm;  // null unless qk_norm
 
  private:
   int64_t head_dim_;

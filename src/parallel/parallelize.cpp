@@ -15,6 +15,9 @@ ParallelModel::ParallelModel(std::shared_ptr<models::LlamaForCausalLM> model,
   MT_CHECK(s.cp == 1 && s.sp == 1, "cp_size and sp_size > 1 are not implemented yet (got cp ", s.cp, ", sp ", s.sp, ")");
   MT_CHECK(s.tp == 1 || s.dp_shard == 1, "tp_size ", s.tp, " with dp_shard_size ", s.dp_shard,
            " (FSDP over tensor-parallel shards) is not implemented yet; use dp_replicate_size with tp");
+  // q_norm/k_norm see only this rank's heads under tp: their gradients would need a tp sum.
+  MT_CHECK(s.tp == 1 || !model_->config().qk_norm, "tp_size ", s.tp, " with q_norm/k_norm (",
+           model_->config().model_type, ") is not implemented yet");
   if (s.tp > 1) tp_report_ = apply_tensor_parallel(*model_, *mesh_, options.tp_plan);
   // FSDP shards and reduce-scatters over dp_shard and all-reduces over dp_replicate itself;
   // without sharding, DDP all-reduces over dp_replicate.
