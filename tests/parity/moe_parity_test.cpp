@@ -1,0 +1,47 @@
+// An MoE model (fused experts, router, auxiliary loss) under DDP and FSDP: each rank's
+// micro-batch is one of the global step's micro-batches, so the gradients equal the serial run
+// of the same micro-batches, the load-balancing loss averaged over them.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "nn/causal_lm_loss.h"
+#include "support/run_ranks.h"
+#include "train/trainer.h"
+
+using namespace meshtrain;
+using meshtrain::testing::run_ranks;
+using meshtrain::testing::sizes;
+
+TEST(MoeParity, DdpAndFsdpGradientsEqualSerialWithTheAuxLoss) {
+  auto config = models::LlamaConfig::load(std::filesystem::path(MESHTRAIN_SOURCE_DIR) / "tests/golden/qwen3-moe");
+  ASSERT_TRUE(config.moe && config.moe->output_router_logits);
+  at::manual_seed(4);
+  auto ids = at::randint(0, config.vocab_size, {4, 12});
+  auto targets = nn::shift_labels(ids);
+  const int64_t count = nn::count_targets(targets);
+  // Micro-batch r holds rows r and r + 2, as dp rank r of 2 takes them.
+  auto rows_of = [&](int r) { return at::tensor({static_cast<int64_t>(r), static_cast<int64_t>(r + 2)}, at::kLong); };
+  auto micro = [&](int r) { return train::MicroBatch{ids.index_select(0, rows_of(r)), targets.index_select(0, rows_of(r))}; };
+
+  auto serial = std::make_shared<models::LlamaForCausalLM>(config);
+  serial->init_weights(5);
+  auto solo = std::make_shared<parallel::ParallelModel>(serial, std::make_shared<dist::DeviceMesh>(dist::MeshSizes{}, 0),
+                                                        parallel::ParallelOptions{});
+  train::accumulate_gradients(*solo, {micro(0), micro(1)}, count, 2);
+  std::map<std::string, at::Tensor> want;
+  for (auto& [name, p] : serial->named_params()) want[name] = p.grad();
+
+  for (auto mesh_sizes : {sizes(2, 1), sizes(1, 2)}) {
+    run_ranks(mesh_sizes, [&](std::shared_ptr<dist::DeviceMesh> mesh) {
+      auto model = std::make_shared<models::LlamaForCausalLM>(config);
+      model->init_weights(5);
+      auto pm = std::make_shared<parallel::ParallelModel>(model, mesh, parallel::ParallelOptions{});
+      train::accumulate_gradients(*pm, {micro(mesh->rank())}, count, 2);
+      for (auto& [name, p] : model->named_params()) {
+        const auto& place = model->placement(name);
+        auto expected = want.at(name).narrow(0, place.offset[0], p.size(0));
+        EXPECT_TRUE(at::allclose(p.grad(), expected, 1e-4, 1e-6)) << name << " on rank " << mesh->rank();
+      }
+    });
+  }
+}
