@@ -127,14 +127,20 @@ std::vector<std::shared_ptr<nn::SparseMoe>> LlamaForCausalLM::moe_layers() const
   return out;
 }
 
-at::Tensor LlamaForCausalLM::router_aux_loss() const {
+nn::RouterLoad LlamaForCausalLM::router_load() const {
   std::vector<at::Tensor> logits;
   for (auto& moe : moe_layers()) {
-    MT_CHECK(moe->last_stats().router_logits.defined(), "router_aux_loss: the model has not run forward yet");
+    MT_CHECK(moe->last_stats().router_logits.defined(), "the router aux loss needs a forward first");
     logits.push_back(moe->last_stats().router_logits);
   }
   if (logits.empty()) return {};
-  return nn::load_balancing_loss(logits, config_.moe->num_experts, config_.moe->num_experts_per_tok);
+  return nn::router_load(logits, config_.moe->num_experts, config_.moe->num_experts_per_tok);
+}
+
+at::Tensor LlamaForCausalLM::router_aux_loss() const {
+  auto load = router_load();
+  if (!load.prob_sum.defined()) return {};
+  return nn::balance_loss(load.assignments, load.prob_sum, static_cast<double>(load.rows));
 }
 
 void LlamaForCausalLM::init_weights(uint64_t seed) {

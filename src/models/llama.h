@@ -75,6 +75,9 @@ class LlamaForCausalLM : public torch::nn::Module {
   // HF's load-balancing loss over the router logits of the last forward's MoE layers (without
   // router_aux_loss_coef); undefined for a dense model.
   at::Tensor router_aux_loss() const;
+  // Its parts (assignments, probability sums, rows), for a loss over several ranks' tokens;
+  // undefined tensors for a dense model.
+  nn::RouterLoad router_load() const;
 
   const LlamaConfig& config() const { return config_; }
   std::shared_ptr<LlamaModel> model;

@@ -79,19 +79,29 @@ at::Tensor SparseMoe::forward(const at::Tensor& x) {
   return dispatcher_->combine(out, dispatched).view(shape);
 }
 
-at::Tensor load_balancing_loss(const std::vector<at::Tensor>& router_logits, int64_t num_experts, int64_t top_k) {
-  MT_CHECK(!router_logits.empty(), "load_balancing_loss needs the router logits of at least one layer");
+RouterLoad router_load(const std::vector<at::Tensor>& router_logits, int64_t num_experts, int64_t top_k) {
+  MT_CHECK(!router_logits.empty(), "the load-balancing loss needs the router logits of at least one layer");
   auto logits = at::cat(router_logits, 0);  // [R, E]
   auto routing = at::softmax(logits, -1);
-  auto selected = std::get<1>(routing.topk(top_k, -1));
-  const double rows = static_cast<double>(logits.size(0));
-  at::Tensor tokens_per_expert;
+  RouterLoad load;
+  load.rows = logits.size(0);
   {
     at::NoGradGuard no_grad;
-    tokens_per_expert = at::bincount(selected.reshape({-1}), {}, num_experts).to(at::kFloat) / rows;
+    auto selected = std::get<1>(routing.topk(top_k, -1));
+    load.assignments = at::bincount(selected.reshape({-1}), {}, num_experts).to(at::kFloat);
   }
-  auto router_prob_per_expert = routing.to(at::kFloat).mean(0);
-  return (tokens_per_expert * router_prob_per_expert).sum() * static_cast<double>(num_experts);
+  load.prob_sum = routing.to(at::kFloat).sum(0);
+  return load;
+}
+
+at::Tensor balance_loss(const at::Tensor& assignments, const at::Tensor& prob_sum, double rows) {
+  const double num_experts = static_cast<double>(assignments.size(0));
+  return ((assignments / rows) * (prob_sum / rows)).sum() * num_experts;
+}
+
+at::Tensor load_balancing_loss(const std::vector<at::Tensor>& router_logits, int64_t num_experts, int64_t top_k) {
+  auto load = router_load(router_logits, num_experts, top_k);
+  return balance_loss(load.assignments, load.prob_sum, static_cast<double>(load.rows));
 }
 
 }  // namespace meshtrain::nn

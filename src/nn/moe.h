@@ -74,4 +74,15 @@ class SparseMoe : public torch::nn::Module {
 // E * sum_e(fraction of assignments to e * mean routing probability of e).
 at::Tensor load_balancing_loss(const std::vector<at::Tensor>& router_logits, int64_t num_experts, int64_t top_k);
 
+// The sums the load-balancing loss is made of, so that they can be summed over ranks first.
+struct RouterLoad {
+  at::Tensor assignments;  // [E] fp32: top-k assignments per expert (no gradient)
+  at::Tensor prob_sum;     // [E] fp32: routing probabilities summed over the rows (in the graph)
+  int64_t rows = 0;        // R: rows of all layers' logits
+};
+RouterLoad router_load(const std::vector<at::Tensor>& router_logits, int64_t num_experts, int64_t top_k);
+// E * sum_e (assignments_e / rows) * (prob_sum_e / rows). With the assignments and rows of the
+// whole batch and this rank's prob_sum, the sum over ranks is the whole batch's loss.
+at::Tensor balance_loss(const at::Tensor& assignments, const at::Tensor& prob_sum, double rows);
+
 }  // namespace meshtrain::nn

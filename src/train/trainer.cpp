@@ -7,6 +7,7 @@
 #include "data/window_sampler.h"
 #include "dist/collectives.h"
 #include "nn/causal_lm_loss.h"
+#include "nn/moe.h"
 #include "train/adamw.h"
 #include "train/checkpoint.h"
 #include "train/lr_schedule.h"
@@ -27,30 +28,40 @@ void MoeStepStats::add(const MoeStepStats& o) {
 }
 
 double accumulate_gradients(parallel::ParallelModel& model, const std::vector<MicroBatch>& micro_batches,
-                            int64_t step_targets, int64_t step_micro_batches, MoeStepStats* moe_stats) {
+                            int64_t step_targets, MoeStepStats* moe_stats) {
   const double denominator = static_cast<double>(std::max<int64_t>(step_targets, 1));
   const auto& moe = model.model().config().moe;
-  const bool add_aux = moe && moe->output_router_logits && moe->router_aux_loss_coef != 0.0;
-  const double aux_scale = add_aux ? moe->router_aux_loss_coef /
-                                         static_cast<double>(step_micro_batches > 0 ? step_micro_batches
-                                                                                    : micro_batches.size())
-                                   : 0.0;
+  const double aux_scale = moe && moe->output_router_logits
+                               ? moe->router_aux_loss_coef / static_cast<double>(micro_batches.size())
+                               : 0.0;
   double loss_sum = 0.0;
   for (size_t m = 0; m < micro_batches.size(); ++m) {
     auto& mb = micro_batches[m];
     auto sum = nn::cross_entropy_sum(model.forward(mb.input_ids), mb.targets);
     auto loss = sum / denominator;
-    auto aux = model.model().router_aux_loss();
-    if (aux.defined() && add_aux) loss = loss + aux * aux_scale;
-    if (aux.defined() && moe_stats) {
-      MoeStepStats mine{aux.item<double>(), 1, {}, 0};
-      std::vector<at::Tensor> counts;
-      for (auto& layer : model.model().moe_layers()) {
-        counts.push_back(layer->last_stats().tokens_per_expert);
-        mine.dropped += layer->last_stats().dropped;
+    auto load = model.model().router_load();
+    if (load.prob_sum.defined()) {
+      // Global-batch load balancing: assignments, probabilities and rows of this micro-batch
+      // summed over dp; this rank's loss term uses its own probabilities, so the terms of all
+      // ranks add up to the global micro-batch's loss.
+      const int64_t E = load.assignments.size(0);
+      auto totals = at::cat({load.assignments, load.prob_sum.detach(), at::full({1}, static_cast<double>(load.rows))})
+                        .to(at::kDouble);
+      dist::all_reduce_(model.mesh().group("dp"), totals);
+      const double rows = totals[2 * E].item<double>();
+      auto assignments = totals.slice(0, 0, E).to(at::kFloat);
+      if (aux_scale != 0.0) loss = loss + nn::balance_loss(assignments, load.prob_sum, rows) * aux_scale;
+      if (moe_stats) {
+        auto aux = nn::balance_loss(assignments, totals.slice(0, E, 2 * E).to(at::kFloat), rows);
+        MoeStepStats mine{aux.item<double>(), 1, {}, 0};
+        std::vector<at::Tensor> counts;
+        for (auto& layer : model.model().moe_layers()) {
+          counts.push_back(layer->last_stats().tokens_per_expert);
+          mine.dropped += layer->last_stats().dropped;
+        }
+        mine.tokens_per_expert = at::stack(counts);
+        moe_stats->add(mine);
       }
-      mine.tokens_per_expert = at::stack(counts);
-      moe_stats->add(mine);
     }
     model.prepare_backward(m + 1 == micro_batches.size());
     loss.backward();
@@ -128,11 +139,12 @@ std::vector<StepRecord> Trainer::train() {
     auto step_targets = at::tensor(local_targets, at::kLong);
     dist::all_reduce_(dp, step_targets);
     MoeStepStats step_moe;
-    auto loss_sum = at::tensor(accumulate_gradients(*model_, micro_batches, step_targets.item<int64_t>(),
-                                                    accum * dp_size, is_moe ? &step_moe : nullptr),
-                               at::kDouble);
+    auto loss_sum = at::tensor(
+        accumulate_gradients(*model_, micro_batches, step_targets.item<int64_t>(), is_moe ? &step_moe : nullptr),
+        at::kDouble);
     dist::all_reduce_(dp, loss_sum);
     if (is_moe) {  // [aux sum, micro-batches, dropped, tokens per expert...] summed over dp
+      // (every rank holds each global micro-batch's aux: the sum over dp / micro-batches is the mean)
       auto packed = at::cat({at::tensor({step_moe.aux_loss_sum, static_cast<double>(step_moe.micro_batches),
                                          static_cast<double>(step_moe.dropped)}, at::kDouble),
                              step_moe.tokens_per_expert.reshape({-1}).to(at::kDouble)});

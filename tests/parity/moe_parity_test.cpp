@@ -1,6 +1,6 @@
-// An MoE model (fused experts, router, auxiliary loss) under DDP and FSDP: each rank's
-// micro-batch is one of the global step's micro-batches, so the gradients equal the serial run
-// of the same micro-batches, the load-balancing loss averaged over them.
+// An MoE model (fused experts, router, auxiliary loss) under DDP and FSDP: the load-balancing
+// loss is that of the global micro-batch (assignments and probabilities summed over dp), so
+// the gradients equal the serial run on the whole batch, however unevenly the rows are split.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -19,15 +19,17 @@ TEST(MoeParity, DdpAndFsdpGradientsEqualSerialWithTheAuxLoss) {
   auto ids = at::randint(0, config.vocab_size, {4, 12});
   auto targets = nn::shift_labels(ids);
   const int64_t count = nn::count_targets(targets);
-  // Micro-batch r holds rows r and r + 2, as dp rank r of 2 takes them.
-  auto rows_of = [&](int r) { return at::tensor({static_cast<int64_t>(r), static_cast<int64_t>(r + 2)}, at::kLong); };
-  auto micro = [&](int r) { return train::MicroBatch{ids.index_select(0, rows_of(r)), targets.index_select(0, rows_of(r))}; };
+  // Rank 0 takes rows 0-2, rank 1 row 3.
+  auto micro = [&](int r) {
+    auto rows = r == 0 ? at::arange(0, 3, at::kLong) : at::arange(3, 4, at::kLong);
+    return train::MicroBatch{ids.index_select(0, rows), targets.index_select(0, rows)};
+  };
 
   auto serial = std::make_shared<models::LlamaForCausalLM>(config);
   serial->init_weights(5);
   auto solo = std::make_shared<parallel::ParallelModel>(serial, std::make_shared<dist::DeviceMesh>(dist::MeshSizes{}, 0),
                                                         parallel::ParallelOptions{});
-  train::accumulate_gradients(*solo, {micro(0), micro(1)}, count, 2);
+  train::accumulate_gradients(*solo, {{ids, targets}}, count);
   std::map<std::string, at::Tensor> want;
   for (auto& [name, p] : serial->named_params()) want[name] = p.grad();
 
@@ -36,7 +38,7 @@ TEST(MoeParity, DdpAndFsdpGradientsEqualSerialWithTheAuxLoss) {
       auto model = std::make_shared<models::LlamaForCausalLM>(config);
       model->init_weights(5);
       auto pm = std::make_shared<parallel::ParallelModel>(model, mesh, parallel::ParallelOptions{});
-      train::accumulate_gradients(*pm, {micro(mesh->rank())}, count, 2);
+      train::accumulate_gradients(*pm, std::vector<train::MicroBatch>{micro(mesh->rank())}, count);
       for (auto& [name, p] : model->named_params()) {
         const auto& place = model->placement(name);
         auto expected = want.at(name).narrow(0, place.offset[0], p.size(0));
