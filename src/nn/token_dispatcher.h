@@ -1,8 +1,6 @@
-// The TokenDispatcher seam of the MoE block: it takes each token's top-k expert assignments to
-// the rows the experts of this rank compute (dispatch), and those rows' outputs back to the
-// tokens (combine). The serial default permutes locally (a stable sort by expert id, one
-// contiguous segment per expert) and unpermutes with a weighted index_add; expert parallelism
-// replaces it with router masking + all-reduce, or all-to-all with variable splits.
+// The TokenDispatcher seam of the MoE block: dispatch takes each token's top-k assignments to
+// the rows this rank's experts compute, grouped by local expert; combine takes those rows'
+// outputs back to the tokens. The serial default permutes and unpermutes locally.
 #pragma once
 #include <ATen/ATen.h>
 
@@ -48,6 +46,14 @@ ExpertSort sort_by_expert(const at::Tensor& expert_ids, int64_t num_experts, int
 // ceil(capacity_factor * N * k / E), at least 1; -1 (no limit) when capacity_factor is 0.
 int64_t expert_capacity(double capacity_factor, int64_t num_tokens, int64_t top_k, int64_t num_experts);
 
+// Expert parallelism replaces it (experts sharded on dim 0, local_experts() naming this rank's):
+// - router masking (upstream-compatible; every ep rank sees all tokens): dispatch keeps only the
+//   assignments to local experts (sort_by_expert on the ids, the rest masked out), combine
+//   index_adds locally and then all-reduces [N, D] over ep (backward: all-reduce of the grads);
+// - all-to-all (tokens sharded over dp/cp): dispatch sorts locally by expert, exchanges the
+//   per-rank counts, then all-to-alls the rows with variable splits and regroups them by local
+//   expert (state kept in `context`); combine runs the inverse all-to-all and the weighted
+//   index_add on the token's own rank.
 class TokenDispatcher {
  public:
   virtual ~TokenDispatcher() = default;
