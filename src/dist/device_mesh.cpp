@@ -20,6 +20,9 @@ MeshSizes resolve_mesh_sizes(MeshSizes s, int64_t world) {
                                s.dp_replicate, " x cp_size ", s.cp, " x sp_size ", s.sp, " x tp_size ", s.tp, " = ", rest));
     s.dp_shard = world / rest;
   }
+  if (s.ep < 1 || (s.dp_shard * s.cp) % s.ep != 0)
+    throw UsageError(str_cat("ep_size ", s.ep, " must divide dp_shard_size ", s.dp_shard, " x cp_size ", s.cp,
+                             ": token-dispatch expert parallelism draws its ranks from them"));
   if (s.product() != world)
     throw UsageError(str_cat("dp_replicate_size ", s.dp_replicate, " x dp_shard_size ", s.dp_shard, " x cp_size ", s.cp,
                              " x sp_size ", s.sp, " x tp_size ", s.tp, " = ", s.product(),
@@ -47,6 +50,7 @@ DeviceMesh::DeviceMesh(MeshSizes sizes, int rank) : sizes_(sizes), rank_(rank) {
   }
   for (auto name : kDims) groups_[name] = Group::solo(name, rank);
   for (auto& [name, dims] : flattened()) groups_[name] = Group::solo(name, rank);
+  for (auto name : {"ep", "ep_replicate"}) groups_[name] = Group::solo(name, rank);
 }
 
 int64_t DeviceMesh::dim_size(size_t d) const {
@@ -62,6 +66,8 @@ std::vector<std::string> DeviceMesh::dims_of(const std::string& name) const {
 }
 
 int64_t DeviceMesh::size(const std::string& name) const {
+  if (name == "ep") return sizes_.ep;
+  if (name == "ep_replicate") return sizes_.product() / (sizes_.tp * sizes_.ep);
   int64_t n = 1;
   for (auto& dim : dims_of(name))
     n *= dim_size(std::find(kDims.begin(), kDims.end(), dim) - kDims.begin());
@@ -78,6 +84,19 @@ int64_t DeviceMesh::coordinate(const std::string& name) const {
 }
 
 std::vector<int> DeviceMesh::group_ranks(const std::string& name) const {
+  if (name == "ep" || name == "ep_replicate") {
+    const int64_t ep = sizes_.ep, mine = coordinate("dp_shard_cp");
+    std::vector<int> ranks;
+    for (int r = 0; r < world_size(); ++r) {
+      DeviceMesh other(sizes_, r);
+      const int64_t index = other.coordinate("dp_shard_cp");
+      const bool same = name == "ep" ? other.group_ranks("dp_shard_cp") == group_ranks("dp_shard_cp") &&
+                                           index / ep == mine / ep
+                                     : other.coordinate("tp") == coordinate("tp") && index % ep == mine % ep;
+      if (same) ranks.push_back(r);
+    }
+    return ranks;
+  }
   std::vector<size_t> free;
   for (auto& dim : dims_of(name)) free.push_back(std::find(kDims.begin(), kDims.end(), dim) - kDims.begin());
   std::vector<int> ranks;
@@ -101,12 +120,13 @@ void DeviceMesh::create_groups(const c10::intrusive_ptr<c10d::Store>& store, std
                                const std::string& master_addr) {
   std::vector<std::string> names(kDims.begin(), kDims.end());
   for (auto& [name, dims] : flattened()) names.push_back(name);
+  if (sizes_.ep > 1) names.insert(names.end(), {"ep", "ep_replicate"});
   for (auto& name : names)
     groups_[name] = std::make_shared<Group>(name, group_ranks(name), rank_, store, timeout, master_addr);
 }
 
 Group& DeviceMesh::group(const std::string& name) const {
-  dims_of(name);  // validates the name
+  if (name != "ep" && name != "ep_replicate") dims_of(name);  // validates the name
   return *groups_.at(name);
 }
 

@@ -1,7 +1,9 @@
 // The device mesh: named dims dp_replicate, dp_shard, cp, sp, tp (tp varies fastest), each
 // rank's coordinates, and one process group per dim plus the flattened dims dp
 // (dp_replicate × dp_shard), dp_shard_cp, dp_cp, dp_replicate_sp, dp_cp_sp (every rank that
-// holds different tokens) and world, created once. A layout-only mesh (no
+// holds different tokens) and world, created once. With sizes.ep > 1 also "ep" (a block of ep
+// consecutive ranks of the dp_shard_cp group, which share out the experts) and "ep_replicate"
+// (the ranks, tp coordinate equal, holding the same experts). A layout-only mesh (no
 // groups) serves `meshtrain plan`.
 #pragma once
 #include <torch/csrc/distributed/c10d/Store.hpp>
@@ -19,6 +21,9 @@ namespace meshtrain::dist {
 
 struct MeshSizes {
   int64_t dp_replicate = 1, dp_shard = 1, cp = 1, sp = 1, tp = 1;
+  // Expert parallelism by token dispatch: not a dim of its own, but blocks of ep consecutive
+  // ranks of each dp_shard × cp group (groups "ep" and "ep_replicate").
+  int64_t ep = 1;
   int64_t product() const { return dp_replicate * dp_shard * cp * sp * tp; }
 };
 

@@ -1,23 +1,50 @@
 // Moving a model's weights to and from a Hugging Face checkpoint directory (config.json +
 // safetensors). Each rank reads only its block of each tensor, as its placement record says;
-// a save writes the HF layout, without lm_head.weight when embeddings are tied.
+// a save writes the HF layout, without lm_head.weight when embeddings are tied. MoE experts load
+// from either layout (per-expert Linears or fused 3-D tensors) into the fused parameters and
+// save back in the layout they came from (a fresh model: per-expert, as transformers 5 saves).
 #pragma once
 #include <filesystem>
+#include <string>
+#include <vector>
 
 #include "io/hf_checkpoint.h"
 #include "models/llama.h"
 
 namespace meshtrain::models {
 
-// Copies every parameter from the checkpoint (converting dtype). Missing tensors or shapes
-// that disagree with the config are an error naming them.
+// One tensor of a checkpoint layout and where it lives in a model parameter: the whole
+// parameter (expert < 0), or param[expert, row_start : row_start + rows] of a fused expert
+// tensor (a per-expert Linear weight).
+struct HfTensor {
+  std::string name;
+  std::string param;
+  std::vector<int64_t> shape;
+  int64_t expert = -1;
+  int64_t row_start = 0, rows = 0;
+  // This tensor, cut from the full (unsharded) parameter.
+  at::Tensor slice_of(const at::Tensor& full_param) const;
+};
+
+// The checkpoint tensors of the model in the given expert layout, in save order; the tensors of
+// one parameter are consecutive. For a dense model (or the fused layout) these are the
+// parameters themselves.
+std::vector<HfTensor> hf_tensors(const LlamaForCausalLM& model, ExpertLayout layout);
+// The layout to save the model in: the one its weights were loaded from.
+std::vector<HfTensor> hf_tensors(const LlamaForCausalLM& model);
+
+// Fused when the checkpoint holds the first MoE layer's experts.gate_up_proj, else per-expert.
+ExpertLayout detect_expert_layout(const LlamaConfig& config, const io::CheckpointReader& checkpoint);
+
+// Copies every parameter from the checkpoint (converting dtype), from either expert layout.
+// Missing tensors or shapes that disagree with the config are an error naming them.
 void load_hf_weights(LlamaForCausalLM& model, const io::CheckpointReader& checkpoint);
 
 // Writes config.json and the weights (sharded when larger than max_shard_bytes, 0 = one file).
 void save_hf_checkpoint(const LlamaForCausalLM& model, const std::filesystem::path& dir,
                         uint64_t max_shard_bytes = 0);
 
-// A model built from dir/config.json with the weights of dir.
+// A model built from dir/config.json with the weights of dir (remembering the expert layout).
 std::shared_ptr<LlamaForCausalLM> load_pretrained(const std::filesystem::path& dir);
 
 }  // namespace meshtrain::models

@@ -15,10 +15,17 @@ uint64_t stable_hash(const std::string& s) {
 
 }  // namespace
 
-LlamaDecoderLayer::LlamaDecoderLayer(const LlamaConfig& c) {
+LlamaDecoderLayer::LlamaDecoderLayer(const LlamaConfig& c, int64_t layer_index) {
   self_attn = register_module("self_attn", std::make_shared<nn::Attention>(nn::AttentionShape{
-      c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.attention_bias}));
-  mlp = register_module("mlp", std::make_shared<nn::Mlp>(c.hidden_size, c.intermediate_size, c.mlp_bias));
+      c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.attention_bias, c.qk_norm,
+      c.rms_norm_eps}));
+  if (c.is_moe_layer(layer_index)) {
+    const auto& m = *c.moe;
+    moe = register_module("mlp", std::make_shared<nn::SparseMoe>(nn::MoeShape{
+        c.hidden_size, m.num_experts, m.num_experts_per_tok, m.intermediate_size, m.norm_topk_prob, m.capacity_factor}));
+  } else {
+    mlp = register_module("mlp", std::make_shared<nn::Mlp>(c.hidden_size, c.intermediate_size, c.mlp_bias));
+  }
   input_layernorm = register_module("input_layernorm", std::make_shared<nn::RMSNorm>(c.hidden_size, c.rms_norm_eps));
   post_attention_layernorm = register_module(
       "post_attention_layernorm", std::make_shared<nn::RMSNorm>(c.hidden_size, c.rms_norm_eps));
@@ -26,14 +33,15 @@ LlamaDecoderLayer::LlamaDecoderLayer(const LlamaConfig& c) {
 
 at::Tensor LlamaDecoderLayer::forward(const at::Tensor& hidden, const nn::RopeTables& rope) {
   auto h = hidden + self_attn->forward(input_layernorm->forward(hidden), rope);
-  return h + mlp->forward(post_attention_layernorm->forward(h));
+  auto normed = post_attention_layernorm->forward(h);
+  return h + (moe ? moe->forward(normed) : mlp->forward(normed));
 }
 
 LlamaModel::LlamaModel(const LlamaConfig& c) : rotary_(c.head_dim, c.rope_theta, c.rope_scaling) {
   embed_tokens = register_module("embed_tokens", std::make_shared<nn::Embedding>(c.vocab_size, c.hidden_size));
   auto list = torch::nn::ModuleList();
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
-    layers.push_back(std::make_shared<LlamaDecoderLayer>(c));
+    layers.push_back(std::make_shared<LlamaDecoderLayer>(c, i));
     list->push_back(layers.back());
   }
   register_module("layers", list);
@@ -91,15 +99,48 @@ std::vector<std::pair<std::string, at::Tensor*>> LlamaForCausalLM::parameter_slo
     add_linear(p + "self_attn.k_proj", *layer.self_attn->k_proj);
     add_linear(p + "self_attn.v_proj", *layer.self_attn->v_proj);
     add_linear(p + "self_attn.o_proj", *layer.self_attn->o_proj);
-    add_linear(p + "mlp.gate_proj", *layer.mlp->gate_proj);
-    add_linear(p + "mlp.up_proj", *layer.mlp->up_proj);
-    add_linear(p + "mlp.down_proj", *layer.mlp->down_proj);
+    if (layer.self_attn->q_norm) {
+      add(p + "self_attn.q_norm.weight", layer.self_attn->q_norm->weight);
+      add(p + "self_attn.k_norm.weight", layer.self_attn->k_norm->weight);
+    }
+    if (layer.moe) {
+      add_linear(p + "mlp.gate", *layer.moe->gate);
+      add(p + "mlp.experts.gate_up_proj", layer.moe->experts->gate_up_proj);
+      add(p + "mlp.experts.down_proj", layer.moe->experts->down_proj);
+    } else {
+      add_linear(p + "mlp.gate_proj", *layer.mlp->gate_proj);
+      add_linear(p + "mlp.up_proj", *layer.mlp->up_proj);
+      add_linear(p + "mlp.down_proj", *layer.mlp->down_proj);
+    }
     add(p + "input_layernorm.weight", layer.input_layernorm->weight);
     add(p + "post_attention_layernorm.weight", layer.post_attention_layernorm->weight);
   }
   add("model.norm.weight", model->norm->weight);
   if (lm_head) add("lm_head.weight", lm_head->weight);
   return slots;
+}
+
+std::vector<std::shared_ptr<nn::SparseMoe>> LlamaForCausalLM::moe_layers() const {
+  std::vector<std::shared_ptr<nn::SparseMoe>> out;
+  for (auto& layer : model->layers)
+    if (layer->moe) out.push_back(layer->moe);
+  return out;
+}
+
+nn::RouterLoad LlamaForCausalLM::router_load() const {
+  std::vector<at::Tensor> logits;
+  for (auto& moe : moe_layers()) {
+    MT_CHECK(moe->last_stats().router_logits.defined(), "the router aux loss needs a forward first");
+    logits.push_back(moe->last_stats().router_logits);
+  }
+  if (logits.empty()) return {};
+  return nn::router_load(logits, config_.moe->num_experts, config_.moe->num_experts_per_tok);
+}
+
+at::Tensor LlamaForCausalLM::router_aux_loss() const {
+  auto load = router_load();
+  if (!load.prob_sum.defined()) return {};
+  return nn::balance_loss(load.assignments, load.prob_sum, static_cast<double>(load.rows));
 }
 
 void LlamaForCausalLM::init_weights(uint64_t seed) {

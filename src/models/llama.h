@@ -1,6 +1,8 @@
 // LlamaForCausalLM with Hugging Face's math and parameter names (model.embed_tokens.weight,
-// model.layers.N.self_attn.q_proj.weight, ..., lm_head.weight). Written serially; parallelism
-// enters only through the nn/ seams and the per-parameter placement records.
+// model.layers.N.self_attn.q_proj.weight, ..., lm_head.weight); the same class runs Mixtral and
+// Qwen3-MoE (sparse MoE blocks named model.layers.N.mlp.gate / mlp.experts.*, as transformers 5
+// holds them in memory). Written serially; parallelism enters only through the nn/ seams and the
+// per-parameter placement records.
 #pragma once
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
@@ -15,6 +17,7 @@
 #include "nn/layer_runner.h"
 #include "nn/linear.h"
 #include "nn/mlp.h"
+#include "nn/moe.h"
 #include "nn/placement.h"
 #include "nn/rms_norm.h"
 
@@ -22,12 +25,13 @@ namespace meshtrain::models {
 
 class LlamaDecoderLayer : public torch::nn::Module {
  public:
-  explicit LlamaDecoderLayer(const LlamaConfig& c);
+  LlamaDecoderLayer(const LlamaConfig& c, int64_t layer_index = 0);
   at::Tensor forward(const at::Tensor& hidden, const nn::RopeTables& rope);
 
   std::shared_ptr<nn::RMSNorm> input_layernorm, post_attention_layernorm;
   std::shared_ptr<nn::Attention> self_attn;
-  std::shared_ptr<nn::Mlp> mlp;
+  std::shared_ptr<nn::Mlp> mlp;        // dense layers
+  std::shared_ptr<nn::SparseMoe> moe;  // MoE layers (registered as "mlp", HF's name); mlp is null
 };
 
 class LlamaModel : public torch::nn::Module {
@@ -65,6 +69,15 @@ class LlamaForCausalLM : public torch::nn::Module {
   std::vector<std::pair<std::string, at::Tensor*>> parameter_slots();
   const nn::ParamPlacement& placement(const std::string& name) const { return placements_.at(name); }
   nn::ParamPlacement& placement(const std::string& name) { return placements_.at(name); }
+
+  // The sparse MoE blocks, in layer order (empty for a dense model).
+  std::vector<std::shared_ptr<nn::SparseMoe>> moe_layers() const;
+  // HF's load-balancing loss over the router logits of the last forward's MoE layers (without
+  // router_aux_loss_coef); undefined for a dense model.
+  at::Tensor router_aux_loss() const;
+  // Its parts (assignments, probability sums, rows), for a loss over several ranks' tokens;
+  // undefined tensors for a dense model.
+  nn::RouterLoad router_load() const;
 
   const LlamaConfig& config() const { return config_; }
   std::shared_ptr<LlamaModel> model;

@@ -1,6 +1,7 @@
 // LlamaConfig: the fields of a Hugging Face config.json that the model needs, validated once
-// when read. Both RoPE spellings load: transformers 4 (rope_theta + rope_scaling) and 5
-// (rope_parameters). The original JSON is kept so a save writes back what was read.
+// when read: model_type llama, mixtral or qwen3_moe (the MoE ones fill the moe section). Both RoPE
+// spellings load: transformers 4 (rope_theta + rope_scaling) and 5 (rope_parameters). The
+// original JSON is kept so a save writes back what was read.
 #pragma once
 #include <nlohmann/json.hpp>
 
@@ -8,12 +9,36 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "nn/rope.h"
 
 namespace meshtrain::models {
 
+// How a checkpoint stores the experts: one Linear per expert (what transformers 5 save_pretrained
+// writes: Mixtral experts.N.w1/w2/w3, Qwen3-MoE experts.N.gate_proj/up_proj/down_proj) or the
+// fused 3-D tensors experts.gate_up_proj [E, 2I, D] and experts.down_proj [E, D, I].
+enum class ExpertLayout { PerExpert, Fused };
+
+// The sparse mixture-of-experts part of a Mixtral or Qwen3-MoE config.
+struct MoeConfig {
+  int64_t num_experts = 0;          // E (mixtral: num_local_experts, qwen3_moe: num_experts)
+  int64_t num_experts_per_tok = 0;  // k
+  int64_t intermediate_size = 0;    // I of each expert
+  bool norm_topk_prob = true;       // renormalise the top-k weights (always for mixtral)
+  double router_aux_loss_coef = 0.001;
+  bool output_router_logits = false;  // add coef * load-balancing loss to the training loss
+  int64_t decoder_sparse_step = 1;
+  std::vector<int64_t> mlp_only_layers;
+  // meshtrain extension (config.json "capacity_factor", absent upstream): 0 = dropless; else
+  // each expert takes at most ceil(capacity_factor * N * k / E) of a forward's N*k assignments.
+  double capacity_factor = 0.0;
+  // Layout of the checkpoint the weights came from, used again when saving; not in config.json.
+  ExpertLayout checkpoint_layout = ExpertLayout::PerExpert;
+};
+
 struct LlamaConfig {
+  std::string model_type = "llama";
   int64_t vocab_size = 0;
   int64_t hidden_size = 0;
   int64_t intermediate_size = 0;
@@ -30,6 +55,8 @@ struct LlamaConfig {
   bool mlp_bias = false;
   double initializer_range = 0.02;
   std::optional<int64_t> pad_token_id;
+  bool qk_norm = false;  // RMSNorm over head_dim on q and k before RoPE (qwen3_moe)
+  std::optional<MoeConfig> moe;
   nlohmann::json raw;  // the config.json as read
 
   static LlamaConfig from_json(const nlohmann::json& json, const std::string& source);
@@ -37,9 +64,15 @@ struct LlamaConfig {
   // The JSON to save: the original fields, with architectures and dtype filled in.
   nlohmann::json to_json() const;
 
-  // Parameters as stored (tied embeddings counted once).
+  // Whether decoder layer i has a sparse MoE block instead of the dense MLP (HF's rule: not in
+  // mlp_only_layers, num_experts > 0 and (i + 1) % decoder_sparse_step == 0).
+  bool is_moe_layer(int64_t layer_index) const;
+  int64_t num_moe_layers() const;
+
+  // Parameters as stored (tied embeddings counted once; every expert counted).
   int64_t num_parameters() const;
-  // Training FLOPs per token: 6·N_matmul + 12·L·T·H·d (forward + backward, attention scores).
+  // Training FLOPs per token: 6·N_matmul + 12·L·T·H·d (forward + backward, attention scores),
+  // where an MoE layer's N_matmul counts the router and the k active experts only.
   double flops_per_token(int64_t seq_len) const;
 };
 

@@ -9,15 +9,23 @@ Attention::Attention(const AttentionShape& s) : head_dim_(s.head_dim) {
   k_proj = register_module("k_proj", std::make_shared<Linear>(s.hidden_size, s.num_kv_heads * s.head_dim, s.bias));
   v_proj = register_module("v_proj", std::make_shared<Linear>(s.hidden_size, s.num_kv_heads * s.head_dim, s.bias));
   o_proj = register_module("o_proj", std::make_shared<Linear>(s.num_heads * s.head_dim, s.hidden_size, s.bias));
+  if (s.qk_norm) {
+    q_norm = register_module("q_norm", std::make_shared<RMSNorm>(s.head_dim, s.norm_eps));
+    k_norm = register_module("k_norm", std::make_shared<RMSNorm>(s.head_dim, s.norm_eps));
+  }
 }
 
 at::Tensor Attention::forward(const at::Tensor& input, const RopeTables& rope) {
   auto x = input_->enter(input);
   const int64_t B = x.size(0), T = x.size(1);
   // Head counts come from the projections' outputs, so a tensor-parallel shard sees H/tp.
-  auto heads = [&](const at::Tensor& y) { return y.view({B, T, -1, head_dim_}).transpose(1, 2); };
-  auto q = apply_rotary(heads(q_proj->forward(x)), rope);
-  auto k = apply_rotary(heads(k_proj->forward(x)), rope);
+  // The optional per-head norm acts on [B, T, h, d], before the transpose, as HF's Qwen3.
+  auto heads = [&](const at::Tensor& y, const std::shared_ptr<RMSNorm>& norm = nullptr) {
+    auto h = y.view({B, T, -1, head_dim_});
+    return (norm ? norm->forward(h) : h).transpose(1, 2);
+  };
+  auto q = apply_rotary(heads(q_proj->forward(x), q_norm), rope);
+  auto k = apply_rotary(heads(k_proj->forward(x), k_norm), rope);
   auto v = heads(v_proj->forward(x));
   auto out = core_->forward(q, k, v, 1.0 / std::sqrt(static_cast<double>(head_dim_))).out;
   return o_proj->forward(out.transpose(1, 2).reshape({B, T, -1}));

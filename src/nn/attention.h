@@ -1,5 +1,6 @@
-// Self-attention with HF parameter names (q/k/v/o_proj), GQA and RoPE; the attention itself is
-// delegated to an AttentionCore (serial by default, ring or Ulysses when parallelised).
+// Self-attention with HF parameter names (q/k/v/o_proj, optional q_norm/k_norm), GQA and RoPE;
+// the attention itself is delegated to an AttentionCore (serial by default, ring or Ulysses when
+// parallelised).
 #pragma once
 #include <torch/nn/module.h>
 
@@ -8,6 +9,7 @@
 #include "nn/attention_core.h"
 #include "nn/block_input_style.h"
 #include "nn/linear.h"
+#include "nn/rms_norm.h"
 #include "nn/rope.h"
 
 namespace meshtrain::nn {
@@ -15,6 +17,8 @@ namespace meshtrain::nn {
 struct AttentionShape {
   int64_t hidden_size, num_heads, num_kv_heads, head_dim;
   bool bias;
+  bool qk_norm = false;  // Qwen3: RMSNorm over head_dim on each q and k head, before RoPE
+  double norm_eps = 1e-6;
 };
 
 class Attention : public torch::nn::Module {
@@ -25,6 +29,7 @@ class Attention : public torch::nn::Module {
   void set_input_style(std::shared_ptr<BlockInputStyle> style) { input_ = std::move(style); }
 
   std::shared_ptr<Linear> q_proj, k_proj, v_proj, o_proj;
+  std::shared_ptr<RMSNorm> q_norm, k_norm;  // null unless qk_norm
 
  private:
   int64_t head_dim_;

@@ -3,6 +3,7 @@
 #include <ATen/native/Resize.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <numeric>
@@ -84,6 +85,8 @@ Fsdp::Fsdp(models::LlamaForCausalLM& model, const dist::DeviceMesh& mesh, bool r
   for (auto& [name, slot] : model.parameter_slots()) {
     auto& p = params.at(name);
     auto& place = model.placement(name);
+    // Experts that tokens are dispatched to over ep stay whole on their rank (summed elsewhere).
+    if (std::find(place.mesh_dims.begin(), place.mesh_dims.end(), "ep") != place.mesh_dims.end()) continue;
     for (auto& dim : place.mesh_dims)
       MT_CHECK(dim != "dp_shard_cp", "FSDP: ", name, " is already sharded on dp_shard_cp");
     auto rows = dist::chunk_sizes(p.size(0), n);

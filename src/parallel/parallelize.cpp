@@ -22,16 +22,35 @@ ParallelModel::ParallelModel(std::shared_ptr<models::LlamaForCausalLM> model,
   if (s.tp > 1)
     tp_report_ = apply_tensor_parallel(*model_, *mesh_, options.tp_plan,
                                        {options.sequence_parallel, options.loss_parallel});
+  if (options.ep_size > 1) {
+    MT_CHECK(!model_->moe_layers().empty(), "--ep_size ", options.ep_size, ": the model has no MoE layers");
+    const bool dispatch = options.ep_mode == EpMode::AllToAll;
+    MT_CHECK(dispatch || options.ep_size == s.tp, "--ep_mode allreduce shards the experts over the tp group: ep_size ",
+             options.ep_size, " must equal tp_size ", s.tp);
+    MT_CHECK(!dispatch || mesh_->size("ep") == options.ep_size, "--ep_size ", options.ep_size,
+             ": the mesh was built with ep ", mesh_->size("ep"));
+    apply_expert_parallel(*model_, *mesh_, dispatch ? "ep" : "tp", options.ep_mode);
+  }
+  // Gradients summed by hand after backward: partial ones over tp; experts dispatched to over ep,
+  // which data parallelism leaves alone, over the ranks holding the same experts.
   std::map<std::string, at::Tensor> params;
   for (auto& [name, p] : model_->named_params()) params[name] = p;
-  for (auto& name : tp_report_.partial_grad_params) partial_grad_params_.push_back(params.at(name));
+  auto& partial = grad_sums_.emplace_back(&mesh_->group("tp"), std::vector<at::Tensor>{});
+  for (auto& name : tp_report_.partial_grad_params) partial.second.push_back(params.at(name));
+  auto& experts = grad_sums_.emplace_back(&mesh_->group("ep_replicate"), std::vector<at::Tensor>{});
+  std::vector<std::pair<std::string, at::Tensor>> data_parallel;
+  for (auto& [name, p] : model_->named_params()) {
+    const auto& dims = model_->placement(name).mesh_dims;
+    if (std::find(dims.begin(), dims.end(), "ep") != dims.end()) experts.second.push_back(p);
+    else data_parallel.emplace_back(name, p);
+  }
   if (s.cp > 1 || s.sp > 1) apply_ulysses(*model_, *mesh_, options.cp_comm_strategy);
   // FSDP shards and reduce-scatters over dp_shard × cp and all-reduces over dp_replicate × sp
   // itself; without sharding, DDP all-reduces over every rank holding different tokens.
   if (s.dp_shard > 1) {
     fsdp_ = std::make_unique<Fsdp>(*model_, *mesh_, options.reshard_after_forward);
   } else if (mesh_->size("dp_cp_sp") > 1) {
-    ddp_ = std::make_unique<DdpReducer>(model_->named_params(), mesh_->group("dp_cp_sp"), options.ddp_bucket_cap_mb);
+    ddp_ = std::make_unique<DdpReducer>(data_parallel, mesh_->group("dp_cp_sp"), options.ddp_bucket_cap_mb);
   }
 }
 
@@ -65,21 +84,22 @@ void ParallelModel::prepare_backward(bool last_micro_batch) {
 
 void ParallelModel::finish_backward() {
   if (ddp_) ddp_->finish();
-  // Sequence-parallel norms saw only their rank's tokens: sum their gradients over tp, as one buffer.
-  std::vector<at::Tensor> grads, flat;
-  for (auto& p : partial_grad_params_)
-    if (p.grad().defined()) {
-      grads.push_back(p.grad());
-      flat.push_back(p.grad().reshape({-1}));
-    }
-  if (grads.empty()) return;
   at::NoGradGuard no_grad;
-  auto sum = at::cat(flat);
-  dist::all_reduce_(mesh_->group("tp"), sum);
-  int64_t offset = 0;
-  for (auto& g : grads) {
-    g.copy_(sum.narrow(0, offset, g.numel()).view_as(g));
-    offset += g.numel();
+  for (auto& [group, params] : grad_sums_) {
+    std::vector<at::Tensor> grads, flat;  // summed as one buffer
+    for (auto& p : params)
+      if (p.grad().defined()) {
+        grads.push_back(p.grad());
+        flat.push_back(p.grad().reshape({-1}));
+      }
+    if (grads.empty() || group->size() == 1) continue;
+    auto sum = at::cat(flat);
+    dist::all_reduce_(*group, sum);
+    int64_t offset = 0;
+    for (auto& g : grads) {
+      g.copy_(sum.narrow(0, offset, g.numel()).view_as(g));
+      offset += g.numel();
+    }
   }
 }
 

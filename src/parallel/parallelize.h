@@ -1,5 +1,6 @@
 // parallelize(): the one place that knows in which order the parallel units apply to a model
 // on a mesh. Tensor (and Megatron sequence) parallelism first: it decides what each rank holds.
+// Expert parallelism next (its router-masking mode shards the experts over the tp group).
 // Then the attention cores of context (ring) and Ulysses parallelism, which only change how
 // attention runs. Then FSDP over dp_shard × cp when dp_shard > 1 (HSDP with dp_replicate × sp),
 // sharding the tp shards further, else DDP over every rank that holds different tokens
@@ -13,6 +14,7 @@
 #include "models/llama.h"
 #include "parallel/context_parallel.h"
 #include "parallel/ddp.h"
+#include "parallel/expert_parallel.h"
 #include "parallel/fsdp.h"
 #include "parallel/tensor_parallel.h"
 
@@ -25,6 +27,8 @@ struct ParallelOptions {
   bool sequence_parallel = false;  // Megatron sequence parallelism on the tp dim
   bool loss_parallel = false;      // vocab-parallel cross entropy on tp-sharded logits
   CpCommStrategy cp_comm_strategy = CpCommStrategy::Ring;
+  int64_t ep_size = 1;  // expert parallelism over MoE experts
+  EpMode ep_mode = EpMode::AllToAll;
 };
 
 class ParallelModel {
@@ -60,7 +64,7 @@ class ParallelModel {
   TpReport tp_report_;
   std::unique_ptr<Fsdp> fsdp_;
   std::unique_ptr<DdpReducer> ddp_;
-  std::vector<at::Tensor> partial_grad_params_;  // gradients summed over tp after backward
+  std::vector<std::pair<dist::Group*, std::vector<at::Tensor>>> grad_sums_;  // after backward
   bool sequence_parallel_ = false;
 };
 

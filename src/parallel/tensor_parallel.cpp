@@ -298,7 +298,7 @@ TpReport apply_tensor_parallel(models::LlamaForCausalLM& model, const dist::Devi
       return std::make_shared<BlockEntry>(g, sp ? Input::SequenceSharded : Input::Replicated);
     };
     model.model->layers[i]->self_attn->set_input_style(entry(layer + ".self_attn"));
-    model.model->layers[i]->mlp->set_input_style(entry(layer + ".mlp"));
+    if (auto& mlp = model.model->layers[i]->mlp) mlp->set_input_style(entry(layer + ".mlp"));
   }
   std::vector<std::string> paths;
   bool embedding_sharded = false;
@@ -314,7 +314,11 @@ TpReport apply_tensor_parallel(models::LlamaForCausalLM& model, const dist::Devi
     if (norm) {
       MT_CHECK(!style || *style == TpStyle::SequenceParallel, "style ", tp_style_name(*style), " on ", path,
                " is not supported for a norm (use sequence_parallel)");
-      if (sp) report.partial_grad_params.push_back(path + ".weight");
+      // Sequence-parallel norms see this rank's tokens; q_norm / k_norm of sharded attention
+      // see this rank's heads: either way their gradients are partial.
+      const bool per_head = path.ends_with("q_norm") || path.ends_with("k_norm");
+      if (sp || (per_head && entered_blocks.contains(parent_of(path))))
+        report.partial_grad_params.push_back(path + ".weight");
       continue;
     }
     if (!style) {

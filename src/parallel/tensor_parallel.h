@@ -4,6 +4,9 @@
 // with their projections: num_attention_heads must divide by tp, and num_key_value_heads too
 // unless tp is a multiple of it, in which case each kv head is replicated over tp / kv ranks.
 //
+// Qwen3's q_norm / k_norm, shared by the heads of a sharded attention, get their gradients
+// summed over tp.
+//
 // Megatron sequence parallelism (TpOptions::sequence_parallel) keeps the residual stream and
 // the norms sharded on the sequence between blocks: each attention / MLP block all-gathers its
 // input (backward: reduce-scatter), its rowwise output is reduce-scattered instead of

@@ -26,6 +26,10 @@ int run_info(const Args& argv) {
               (long long)c.num_hidden_layers, (long long)c.hidden_size, (long long)c.num_attention_heads,
               (long long)c.num_key_value_heads, (long long)c.head_dim, (long long)c.intermediate_size,
               (long long)c.vocab_size, c.tie_word_embeddings ? ", tied embeddings" : "");
+  if (c.moe)
+    std::printf("%s: %lld experts, top-%lld, expert intermediate %lld, %lld of %lld layers sparse\n",
+                c.model_type.c_str(), (long long)c.moe->num_experts, (long long)c.moe->num_experts_per_tok,
+                (long long)c.moe->intermediate_size, (long long)c.num_moe_layers(), (long long)c.num_hidden_layers);
   std::printf("parameters: %lld\n", (long long)c.num_parameters());
   std::printf("flops_per_token: %.6g (training, seq_len %lld)\n", c.flops_per_token(seq), (long long)seq);
   std::printf("\nruntime:\n%s", at::get_parallel_info().c_str());

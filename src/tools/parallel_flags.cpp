@@ -14,7 +14,9 @@ std::vector<FlagSpec> parallel_flag_specs() {
       {"tp_size", "tensor-parallel size (default 1)"},
       {"cp_size", "context-parallel size (default 1)"},
       {"sp_size", "Ulysses sequence-parallel size (default 1)"},
-      {"ep_size", "expert-parallel size (default 1)"},
+      {"ep_size", "expert-parallel size: MoE experts sharded over ep ranks (default 1)"},
+      {"ep_mode", "alltoall (tokens dispatched over ep ranks drawn from dp_shard x cp) | allreduce (the tp group, "
+                  "router masking, upstream's mode) (default alltoall)"},
       {"cp_comm_strategy", "how ring attention moves K/V: alltoall (ring send/recv, overlapped) | allgather "
                            "(default alltoall)"},
       {"tp_plan", "JSON file of module pattern -> tensor-parallel style (default: Llama's HF plan)"},
@@ -35,8 +37,8 @@ dist::MeshSizes mesh_sizes_from(const Flags& flags) {
   s.tp = flags.get_int("tp_size", 1);
   s.cp = flags.get_int("cp_size", 1);
   s.sp = flags.get_int("sp_size", 1);
-  const int64_t ep = flags.get_int("ep_size", 1);
-  if (ep != 1) throw UsageError(str_cat("--ep_size ", ep, ": expert parallelism is not implemented yet"));
+  if (parallel::parse_ep_mode(flags.get("ep_mode", "alltoall")) == parallel::EpMode::AllToAll)
+    s.ep = flags.get_int("ep_size", 1);
   return s;
 }
 
@@ -54,6 +56,9 @@ parallel::ParallelOptions parallel_options_from(const Flags& flags) {
   o.sequence_parallel = boolean("sequence_parallel");
   o.loss_parallel = boolean("loss_parallel");
   o.cp_comm_strategy = parallel::parse_cp_comm_strategy(flags.get("cp_comm_strategy", "alltoall"));
+  o.ep_size = flags.get_int("ep_size", 1);
+  if (o.ep_size < 1) throw UsageError(str_cat("--ep_size must be at least 1, got ", o.ep_size));
+  o.ep_mode = parallel::parse_ep_mode(flags.get("ep_mode", "alltoall"));
   if (flags.has("tp_plan")) o.tp_plan = parallel::TpPlan::from_json_file(resolve_path(flags.get("tp_plan", "")));
   return o;
 }

@@ -2,6 +2,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <map>
 #include <regex>
@@ -10,6 +11,7 @@
 #include "dist/comm_autograd.h"
 #include "io/hf_checkpoint.h"
 #include "io/safetensors.h"
+#include "models/hf_weights.h"
 #include "util/check.h"
 #include "util/files.h"
 
@@ -47,6 +49,9 @@ std::vector<Block> blocks_of(parallel::ParallelModel& model, const AdamW& optimi
 
 // A block is written by the one rank whose coordinate is 0 on every mesh dim it is not sharded on.
 bool owns(const dist::DeviceMesh& mesh, const nn::ParamPlacement& place) {
+  // Experts dispatched to over ep: replicated over ep_replicate (and tp), whatever the dims say.
+  if (std::find(place.mesh_dims.begin(), place.mesh_dims.end(), "ep") != place.mesh_dims.end())
+    return mesh.group("ep_replicate").rank() == 0 && mesh.coordinate("tp") == 0;
   for (auto dim : dist::DeviceMesh::kDims) {
     bool sharded = false;
     for (size_t d = 0; d < place.mesh_dims.size(); ++d) {
@@ -246,15 +251,28 @@ TrainerState load_training_checkpoint(const fs::path& dir, parallel::ParallelMod
 void export_hf_checkpoint(parallel::ParallelModel& model, const fs::path& dir, uint64_t max_shard_bytes) {
   auto& m = model.model();
   const auto& mesh = model.mesh();
-  auto params = m.named_params();
+  std::map<std::string, at::Tensor> params;
+  for (auto& [name, p] : m.named_params()) params[name] = p;
+  // The checkpoint layout's tensors (per-expert slices of a fused parameter come one after the
+  // other), each cut from its parameter gathered once.
+  auto tensors = models::hf_tensors(m);
   std::vector<io::TensorSpec> specs;
-  for (auto& [name, p] : params) specs.push_back({name, p.scalar_type(), m.placement(name).global_shape});
-  auto source = [&](size_t i) { return gather_full(mesh, params[i].second.detach(), m.placement(params[i].first)); };
+  for (auto& t : tensors) specs.push_back({t.name, params.at(t.param).scalar_type(), t.shape});
+  std::string gathered_name;
+  at::Tensor gathered;
+  auto source = [&](size_t i) {
+    const auto& t = tensors[i];
+    if (t.param != gathered_name) {
+      gathered = gather_full(mesh, params.at(t.param).detach(), m.placement(t.param));
+      gathered_name = t.param;
+    }
+    return t.slice_of(gathered);
+  };
   if (mesh.rank() == 0) {
     io::save_checkpoint_tensors(dir, specs, source, max_shard_bytes);
     util::write_file_atomic(dir / "config.json", m.config().to_json().dump(2) + "\n");
   } else {
-    for (size_t i = 0; i < params.size(); ++i) source(i);  // the same gathers, in the same order
+    for (size_t i = 0; i < tensors.size(); ++i) source(i);  // the same gathers, in the same order
   }
   dist::barrier(mesh.group("world"));
 }

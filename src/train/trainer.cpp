@@ -7,6 +7,7 @@
 #include "data/window_sampler.h"
 #include "dist/collectives.h"
 #include "nn/causal_lm_loss.h"
+#include "nn/moe.h"
 #include "train/adamw.h"
 #include "train/checkpoint.h"
 #include "train/lr_schedule.h"
@@ -18,15 +19,52 @@ namespace meshtrain::train {
 
 namespace fs = std::filesystem;
 
+void MoeStepStats::add(const MoeStepStats& o) {
+  aux_loss_sum += o.aux_loss_sum;
+  micro_batches += o.micro_batches;
+  dropped += o.dropped;
+  if (o.tokens_per_expert.defined())
+    tokens_per_expert = tokens_per_expert.defined() ? tokens_per_expert + o.tokens_per_expert : o.tokens_per_expert.clone();
+}
+
 double accumulate_gradients(parallel::ParallelModel& model, const std::vector<MicroBatch>& micro_batches,
-                            int64_t step_targets) {
+                            int64_t step_targets, MoeStepStats* moe_stats) {
   const double denominator = static_cast<double>(std::max<int64_t>(step_targets, 1));
+  const auto& moe = model.model().config().moe;
+  const double aux_scale = moe && moe->output_router_logits
+                               ? moe->router_aux_loss_coef / static_cast<double>(micro_batches.size())
+                               : 0.0;
   double loss_sum = 0.0;
   for (size_t m = 0; m < micro_batches.size(); ++m) {
     auto& mb = micro_batches[m];
     auto sum = model.loss_sum(mb.input_ids, mb.targets);
+    auto loss = sum / denominator;
+    auto load = model.model().router_load();
+    if (load.prob_sum.defined()) {
+      // Global-batch load balancing: assignments, probabilities and rows of this micro-batch
+      // summed over every rank holding different tokens (dp, cp, sp); this rank's loss term
+      // uses its own probabilities, so the terms of all ranks add up to the global micro-batch's.
+      const int64_t E = load.assignments.size(0);
+      auto totals = at::cat({load.assignments, load.prob_sum.detach(), at::full({1}, static_cast<double>(load.rows))})
+                        .to(at::kDouble);
+      dist::all_reduce_(model.mesh().group("dp_cp_sp"), totals);
+      const double rows = totals[2 * E].item<double>();
+      auto assignments = totals.slice(0, 0, E).to(at::kFloat);
+      if (aux_scale != 0.0) loss = loss + nn::balance_loss(assignments, load.prob_sum, rows) * aux_scale;
+      if (moe_stats) {
+        auto aux = nn::balance_loss(assignments, totals.slice(0, E, 2 * E).to(at::kFloat), rows);
+        MoeStepStats mine{aux.item<double>(), 1, {}, 0};
+        std::vector<at::Tensor> counts;
+        for (auto& layer : model.model().moe_layers()) {
+          counts.push_back(layer->last_stats().tokens_per_expert);
+          mine.dropped += layer->last_stats().dropped;
+        }
+        mine.tokens_per_expert = at::stack(counts);
+        moe_stats->add(mine);
+      }
+    }
     model.prepare_backward(m + 1 == micro_batches.size());
-    (sum / denominator).backward();
+    loss.backward();
     loss_sum += sum.item<double>();
   }
   model.finish_backward();
@@ -83,6 +121,8 @@ std::vector<StepRecord> Trainer::train() {
   if (main_rank) metrics.open(out_dir / "metrics.jsonl", std::ios::app);
   util::Progress progress(args_.max_steps);
   std::vector<StepRecord> records;
+  const bool is_moe = !model_->model().moe_layers().empty();
+  MoeStepStats interval_moe;
   double interval_loss = 0.0;
   int64_t interval_steps = 0, interval_tokens = 0;
   auto interval_start = std::chrono::steady_clock::now();
@@ -99,8 +139,25 @@ std::vector<StepRecord> Trainer::train() {
     }
     auto step_targets = at::tensor(local_targets, at::kLong);
     dist::all_reduce_(dp, step_targets);
-    auto loss_sum = at::tensor(accumulate_gradients(*model_, micro_batches, step_targets.item<int64_t>()), at::kDouble);
-    dist::all_reduce_(mesh.group("dp_cp_sp"), loss_sum);  // cp / sp ranks summed their own tokens
+    MoeStepStats step_moe;
+    auto loss_sum = at::tensor(
+        accumulate_gradients(*model_, micro_batches, step_targets.item<int64_t>(), is_moe ? &step_moe : nullptr),
+        at::kDouble);
+    auto& token_ranks = mesh.group("dp_cp_sp");  // cp / sp ranks summed their own tokens
+    dist::all_reduce_(token_ranks, loss_sum);
+    if (is_moe) {  // [aux sum, micro-batches, dropped, tokens per expert...] summed likewise
+      // (every rank holds each global micro-batch's aux: the sum / micro-batches is the mean)
+      auto packed = at::cat({at::tensor({step_moe.aux_loss_sum, static_cast<double>(step_moe.micro_batches),
+                                         static_cast<double>(step_moe.dropped)}, at::kDouble),
+                             step_moe.tokens_per_expert.reshape({-1}).to(at::kDouble)});
+      dist::all_reduce_(token_ranks, packed);
+      step_moe.aux_loss_sum = packed[0].item<double>();
+      step_moe.micro_batches = packed[1].item<int64_t>();
+      step_moe.dropped = packed[2].item<int64_t>();
+      step_moe.tokens_per_expert =
+          packed.slice(0, 3).round().to(at::kLong).view(step_moe.tokens_per_expert.sizes());
+      interval_moe.add(step_moe);
+    }
     state.data_position += global_batch;
 
     const double grad_norm = model_->clip_grad_norm(args_.max_grad_norm);
@@ -130,6 +187,15 @@ std::vector<StepRecord> Trainer::train() {
                           {"tokens", state.data_position * seq_len_},
                           {"tokens_per_s", tokens_per_s},
                           {"mfu", mfu}};
+      if (is_moe) {
+        j["aux_loss"] = interval_moe.aux_loss_sum / static_cast<double>(std::max<int64_t>(interval_moe.micro_batches, 1));
+        j["dropped_tokens"] = interval_moe.dropped;
+        auto counts = interval_moe.tokens_per_expert.contiguous();
+        std::vector<std::vector<int64_t>> per_layer;
+        for (int64_t l = 0; l < counts.size(0); ++l)
+          per_layer.emplace_back(counts[l].data_ptr<int64_t>(), counts[l].data_ptr<int64_t>() + counts.size(1));
+        j["tokens_per_expert"] = per_layer;
+      }
       metrics << j.dump() << "\n" << std::flush;
       char buf[160];
       std::snprintf(buf, sizeof buf, "step %lld loss %.4f grad_norm %.3f lr %.3g tokens/s %.0f mfu %.1f%%",
@@ -139,6 +205,7 @@ std::vector<StepRecord> Trainer::train() {
     if (log) {
       interval_loss = 0.0;
       interval_steps = interval_tokens = 0;
+      interval_moe = MoeStepStats{};
       interval_start = std::chrono::steady_clock::now();
     }
     if (talk) progress.update(state.global_step, line, log);

@@ -24,12 +24,25 @@ struct MicroBatch {
   at::Tensor targets;    // [B, T], labels already shifted (nn::shift_labels)
 };
 
+// The routing of an MoE model's micro-batches, summed (this rank's until all-reduced).
+struct MoeStepStats {
+  double aux_loss_sum = 0.0;      // load-balancing losses (of global micro-batches), without the coef
+  int64_t micro_batches = 0;
+  at::Tensor tokens_per_expert;   // [MoE layers, E] long
+  int64_t dropped = 0;            // assignments dropped by the capacity limit
+  void add(const MoeStepStats& other);
+};
+
 // Forward and backward over this rank's micro-batches of one step, accumulating into .grad:
 // each micro-batch's loss sum is divided by step_targets, the target count of the whole global
 // step, so the summed gradients are those of the token-weighted mean, never a mean of means.
-// Returns this rank's loss sum.
+// An MoE model with output_router_logits adds router_aux_loss_coef times the load-balancing
+// loss of each global micro-batch (micro-batch m of every dp rank together: assignment counts,
+// probabilities and rows summed over dp) divided by the micro-batch count: the same loss in
+// every layout, and HF's loss = ce_mean + coef * aux for one micro-batch on one rank. Returns
+// this rank's cross-entropy sum; routing statistics go to moe_stats when given.
 double accumulate_gradients(parallel::ParallelModel& model, const std::vector<MicroBatch>& micro_batches,
-                            int64_t step_targets);
+                            int64_t step_targets, MoeStepStats* moe_stats = nullptr);
 
 class Trainer {
  public:

@@ -24,6 +24,20 @@ TEST(DeviceMesh, TpVariesFastestAndGroupsHoldTheRightRanks) {
   EXPECT_EQ(mesh.group_ranks("world").size(), 12u);
 }
 
+TEST(DeviceMesh, ExpertGroupsAreBlocksOfTheDpShardCpRanks) {
+  auto s = sizes(1, 4, 1, 1, 2);  // dp_shard_cp group of rank 0: 0, 2, 4, 6
+  s.ep = 2;
+  dist::DeviceMesh mesh(s, 0);
+  EXPECT_EQ(mesh.group_ranks("ep"), (std::vector<int>{0, 2}));
+  EXPECT_EQ(mesh.group_ranks("ep_replicate"), (std::vector<int>{0, 4}));
+  EXPECT_EQ(mesh.size("ep_replicate"), 2);
+  dist::DeviceMesh other(s, 7);  // tp 1, dp_shard 3
+  EXPECT_EQ(other.group_ranks("ep"), (std::vector<int>{5, 7}));
+  EXPECT_EQ(other.group_ranks("ep_replicate"), (std::vector<int>{3, 7}));
+  s.ep = 3;
+  EXPECT_THROW(dist::resolve_mesh_sizes(s, 8), UsageError);
+}
+
 TEST(DeviceMesh, SizesMustMultiplyToTheWorld) {
   EXPECT_EQ(dist::resolve_mesh_sizes(sizes(2, -1, 1, 1, 2), 8).dp_shard, 2);
   try {

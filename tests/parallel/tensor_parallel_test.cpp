@@ -9,6 +9,7 @@
 #include "models/hf_weights.h"
 #include "nn/causal_lm_loss.h"
 #include "parallel/loss_parallel.h"
+#include "dist/collectives.h"
 #include "parallel/parallelize.h"
 #include "support/run_ranks.h"
 #include "util/check.h"
@@ -155,6 +156,71 @@ TEST(TensorParallel, KvHeadsReplicatedWhenTpIsAMultipleOfThem) {
   expect_loss_and_grads_equal_serial(config_with(4, 1, 32, 10), 2, o);
   expect_error([&] { expect_loss_and_grads_equal_serial(config_with(6, 3, 48, 10), 2, o); },
                "num_key_value_heads 3 is not divisible by tp_size 2 or vice versa");
+}
+
+TEST(TensorParallel, Qwen3MoeWithPerHeadNormsAndReplicatedExperts) {
+  auto config = models::LlamaConfig::load(std::filesystem::path(MESHTRAIN_SOURCE_DIR) / "configs/qwen3-moe-tiny");
+  expect_loss_and_grads_equal_serial(config, 2, {});
+}
+
+TEST(ExpertParallel, RouterMaskingOverTpEqualsSerialDroplessAndWithCapacity) {
+  parallel::ParallelOptions o;
+  o.ep_size = 2;
+  o.ep_mode = parallel::EpMode::AllReduce;
+  for (auto name : {"mixtral-tiny", "qwen3-moe-tiny"}) {
+    auto config = models::LlamaConfig::load(std::filesystem::path(MESHTRAIN_SOURCE_DIR) / "configs" / name);
+    expect_loss_and_grads_equal_serial(config, 2, o);
+    config.moe->capacity_factor = 0.75;  // drops assignments
+    expect_loss_and_grads_equal_serial(config, 2, o);
+  }
+  auto config = models::LlamaConfig::load(std::filesystem::path(MESHTRAIN_SOURCE_DIR) / "configs/mixtral-tiny");
+  expect_error([&] {
+    run_ranks(tp_sizes(3), [&](std::shared_ptr<dist::DeviceMesh> mesh) {
+      models::LlamaForCausalLM model(config);
+      parallel::apply_expert_parallel(model, *mesh, "tp", parallel::EpMode::AllReduce);
+    });
+  }, "The number of experts must be divisible by number of ep_size: 4 % 3 != 0");
+  o.ep_mode = parallel::EpMode::AllToAll;  // the mesh has no ep blocks
+  expect_error([&] { expect_loss_and_grads_equal_serial(config, 2, o); }, "the mesh was built with ep 1");
+}
+
+TEST(ExpertParallel, TokenDispatchOverDpShardEqualsSerial) {
+  // Each of dp_shard 2 (and 4) ranks routes its own rows; the experts are split over ep.
+  for (auto [dp_shard, ep] : {std::pair<int64_t, int64_t>{2, 2}, {4, 4}, {4, 2}}) {
+    auto config = models::LlamaConfig::load(std::filesystem::path(MESHTRAIN_SOURCE_DIR) / "configs/mixtral-tiny");
+    at::manual_seed(5);
+    auto ids = at::randint(0, config.vocab_size, {4, 10});
+    auto targets = nn::shift_labels(ids);
+    auto serial = std::make_shared<models::LlamaForCausalLM>(config);
+    serial->init_weights(4);
+    auto want_loss = nn::cross_entropy_sum(serial->forward(ids), targets);
+    want_loss.backward();
+    std::map<std::string, at::Tensor> want;
+    for (auto& [name, p] : serial->named_params()) want[name] = p.grad();
+    auto mesh_sizes = meshtrain::testing::sizes(1, dp_shard);
+    mesh_sizes.ep = ep;
+    run_ranks(mesh_sizes, [&](std::shared_ptr<dist::DeviceMesh> mesh) {
+      auto model = std::make_shared<models::LlamaForCausalLM>(config);
+      model->init_weights(4);
+      parallel::ParallelOptions o;
+      o.ep_size = ep;
+      parallel::ParallelModel pm(model, mesh, o);
+      const int64_t rows = 4 / dp_shard, first = mesh->coordinate("dp_shard") * rows;
+      auto loss = pm.loss_sum(ids.narrow(0, first, rows), targets.narrow(0, first, rows));
+      loss.backward();
+      pm.finish_backward();
+      auto total = loss.detach().clone();
+      dist::all_reduce_(mesh->group("dp"), total);
+      EXPECT_NEAR(total.item<double>(), want_loss.item<double>(), 1e-5 * want_loss.item<double>());
+      for (auto& [name, p] : model->named_params()) {
+        const auto& place = model->placement(name);
+        at::Tensor expected = want.at(name);
+        for (size_t d = 0; d < place.offset.size(); ++d)
+          expected = expected.narrow(static_cast<int64_t>(d), place.offset[d], p.size(static_cast<int64_t>(d)));
+        EXPECT_TRUE(at::allclose(p.grad(), expected, 1e-4, 1e-6)) << name << " rank " << mesh->rank();
+      }
+    });
+  }
 }
 
 TEST(TensorParallel, RowwiseSplitInputAfterReplicatedAttention) {

@@ -214,3 +214,39 @@ TEST(LossParity, Ulysses2TimesTensorParallel2AndTimesFsdp2) {
   expect_parity(train_layout("sp2_tp2", sizes(1, 1, 1, 2, 2), 1), false, 1e-3);
   expect_parity(train_layout("sp2_fsdp2", sizes(1, 2, 1, 2), 1), false, 1e-3);
 }
+
+// MoE: expert parallelism in router-masking mode over the tp group (aux loss in the gradients).
+TEST(LossParity, MixtralAndQwen3MoeExpertParallel2AllReduce) {
+  parallel::ParallelOptions o;
+  o.ep_size = 2;
+  o.ep_mode = parallel::EpMode::AllReduce;
+  for (auto name : {"mixtral-tiny", "qwen3-moe-tiny"}) {
+    auto config = models::LlamaConfig::load(fs::path(MESHTRAIN_SOURCE_DIR) / "configs" / name);
+    auto ref = train_layout(std::string(name) + "_single", sizes(1, 1), 1, {}, 0, "", config);
+    expect_parity(train_layout(std::string(name) + "_ep2", sizes(1, 1, 1, 1, 2), 1, o, 0, "", config), false, 1e-3,
+                  ref);
+    fs::remove_all(ref.dir);
+  }
+}
+
+// MoE: token-dispatch expert parallelism over ep ranks drawn from dp_shard × cp.
+TEST(LossParity, MixtralAndQwen3MoeExpertParallelAllToAll) {
+  struct Layout {
+    const char* name;
+    dist::MeshSizes sizes;
+    int64_t ep;
+  };
+  for (auto model : {"mixtral-tiny", "qwen3-moe-tiny"}) {
+    auto config = models::LlamaConfig::load(fs::path(MESHTRAIN_SOURCE_DIR) / "configs" / model);
+    auto ref = train_layout(std::string(model) + "_single", sizes(1, 1), 1, {}, 0, "", config);
+    for (auto layout : {Layout{"ep2", sizes(1, 2), 2}, Layout{"ep4", sizes(1, 4), 4},
+                        Layout{"ep2_tp2", sizes(1, 2, 1, 1, 2), 2}, Layout{"ep2_cp2", sizes(1, 1, 2), 2}}) {
+      parallel::ParallelOptions o;
+      o.ep_size = layout.ep;
+      layout.sizes.ep = layout.ep;
+      expect_parity(train_layout(std::string(model) + "_" + layout.name, layout.sizes, 1, o, 0, "", config), false,
+                    1e-3, ref);
+    }
+    fs::remove_all(ref.dir);
+  }
+}

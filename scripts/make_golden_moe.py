@@ -1,0 +1,72 @@
+"""Writes the MoE golden files the C++ tests compare against: tiny random Mixtral and Qwen3-MoE
+models from Hugging Face transformers, saved with save_pretrained (per-expert tensors), plus
+their inputs, logits, the loss with the router auxiliary loss, and the gradients of a few
+parameters under their in-memory (fused) names (fp32).
+Run: $MESHTRAIN_VENV/bin/python scripts/make_golden_moe.py  (writes tests/golden/).
+"""
+import os
+
+import torch
+from safetensors.torch import save_file
+from transformers import MixtralConfig, MixtralForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM
+
+OUT = os.path.join(os.path.dirname(__file__), "..", "tests", "golden")
+
+BASE = dict(vocab_size=256, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, rms_norm_eps=1e-6, max_position_embeddings=128,
+            num_experts_per_tok=2, output_router_logits=True, router_aux_loss_coef=0.1)
+VARIANTS = {
+    # Every layer sparse, renormalised top-2 weights, per-expert w1/w2/w3 checkpoint names.
+    "mixtral": (MixtralConfig, MixtralForCausalLM,
+                dict(BASE, intermediate_size=32, num_local_experts=4)),
+    # q_norm/k_norm, attention biases, layer 0 dense (decoder_sparse_step 2), top-k weights not
+    # renormalised, head_dim != hidden / heads.
+    "qwen3-moe": (Qwen3MoeConfig, Qwen3MoeForCausalLM,
+                  dict(BASE, intermediate_size=48, moe_intermediate_size=32, num_experts=4,
+                       decoder_sparse_step=2, norm_topk_prob=False, attention_bias=True, head_dim=12)),
+}
+GRADS = ["model.layers.0.self_attn.q_proj.weight", "lm_head.weight",
+         "model.layers.1.mlp.gate.weight", "model.layers.1.mlp.experts.gate_up_proj",
+         "model.layers.1.mlp.experts.down_proj", "model.layers.0.mlp.gate.weight",
+         "model.layers.0.mlp.experts.gate_up_proj", "model.layers.0.mlp.experts.down_proj",
+         "model.layers.0.mlp.up_proj.weight", "model.layers.1.self_attn.q_norm.weight",
+         "model.layers.1.self_attn.k_norm.weight", "model.layers.1.self_attn.k_proj.bias"]
+
+
+def make(name, config_cls, model_cls, fields, seed):
+    torch.manual_seed(seed)
+    config = config_cls(**fields)
+    config._attn_implementation = "eager"
+    model = model_cls(config).float()
+    # Larger weights than the 0.02 init, so logits and routing are far from uniform.
+    with torch.no_grad():
+        for pname, p in model.named_parameters():
+            if "norm" in pname:
+                p.copy_(1.0 + 0.3 * torch.randn_like(p))
+            else:
+                p.normal_(0.0, 0.25)
+    out_dir = os.path.join(OUT, name)
+    model.save_pretrained(out_dir)
+    os.remove(os.path.join(out_dir, "generation_config.json"))
+
+    batch, seq = 2, 24
+    input_ids = torch.randint(0, config.vocab_size, (batch, seq))
+    labels = input_ids.clone()
+    labels[0, 5:9] = -100  # ignored targets
+    labels[1, -1] = -100
+    out = model(input_ids=input_ids, labels=labels)
+    out.loss.backward()
+    tensors = {"input_ids": input_ids, "labels": labels, "logits": out.logits.detach().contiguous(),
+               "loss": out.loss.detach().reshape(1), "aux_loss": out.aux_loss.detach().reshape(1)}
+    params = dict(model.named_parameters())
+    for pname in GRADS:
+        if pname in params:
+            tensors["grad." + pname] = params[pname].grad.contiguous()
+    save_file(tensors, os.path.join(out_dir, "golden.safetensors"))
+    print(name, "loss", out.loss.item(), "aux", out.aux_loss.item(),
+          "grads", sum(k.startswith("grad.") for k in tensors))
+
+
+if __name__ == "__main__":
+    for i, (name, (config_cls, model_cls, fields)) in enumerate(VARIANTS.items()):
+        make(name, config_cls, model_cls, fields, seed=10 + i)

@@ -1,0 +1,34 @@
+// Expert parallelism for MoE layers: each rank of the ep group holds num_experts / ep experts
+// (gate_up_proj and down_proj sharded on dim 0) and a TokenDispatcher moves the tokens.
+//
+// Token dispatch (--ep_mode alltoall, as Megatron and torchtitan): the ep group is a block of
+// the dp_shard × cp ranks, which hold different tokens. Each rank routes its own tokens, sends
+// each row to the rank of its expert with an all-to-all of variable splits, and gets the outputs
+// back the same way; the experts' gradients are summed over the ranks holding the same experts
+// ("ep_replicate"), not over ep.
+//
+// Router masking (--ep_mode allreduce, upstream-compatible): the ep group is the tp group and
+// every rank sees all tokens. Assignments to other ranks' experts are masked with the sentinel
+// num_local_experts and skipped; the local experts' weighted outputs are all-reduced. Unlike
+// upstream's forward-only hook, the backward is exact: the gradients of the tokens and of the
+// routing weights, each rank's partial sums, are all-reduced, so the router (replicated, fed
+// the full gradient on every rank) and the attention below it see the serial gradients.
+#pragma once
+#include <string>
+
+#include "dist/device_mesh.h"
+#include "models/llama.h"
+
+namespace meshtrain::parallel {
+
+enum class EpMode { AllToAll, AllReduce };
+// "alltoall" | "allreduce"; anything else is a UsageError listing them.
+EpMode parse_ep_mode(const std::string& name);
+
+// Shards the experts of every MoE layer over the mesh dim `dim` (its placement records say so)
+// and installs the mode's dispatcher. num_experts must divide by the dim's size (upstream's
+// message otherwise).
+void apply_expert_parallel(models::LlamaForCausalLM& model, const dist::DeviceMesh& mesh, const std::string& dim,
+                           EpMode mode);
+
+}  // namespace meshtrain::parallel
