@@ -26,6 +26,8 @@ std::vector<FlagSpec> train_flags() {
       {"config_name", std::string("HF config.json of a fresh model (default ") + kDefaultConfig + ")"},
       {"data", std::string("token file: .npy .bin .txt .jsonl (default ") + kDefaultData + ")"},
       {"seq_len", "tokens per training window (default 256)"},
+      {"moe_capacity_factor", "MoE: each expert takes at most ceil(f * N * k / E) of a forward's N*k assignments, "
+                              "the rest dropped and counted (default: config.json capacity_factor, 0 = dropless)"},
       {"args", "JSON file of TrainingArguments; flags override it (default job: " +
                    std::string(kDefaultArgs) + ")"},
   };
@@ -78,6 +80,12 @@ int run_train(const Args& argv) {
     parallel_model = std::make_shared<parallel::ParallelModel>(model, runtime.mesh, options);
     // Keyed by name over the global shape: every shard gets its slice of the serial init.
     model->init_weights(static_cast<uint64_t>(args.seed));
+  }
+  if (flags.has("moe_capacity_factor")) {
+    const double factor = flags.get_double("moe_capacity_factor", 0.0);
+    if (factor < 0) throw UsageError(str_cat("--moe_capacity_factor must be >= 0, got ", factor));
+    MT_CHECK(!parallel_model->model().moe_layers().empty(), "--moe_capacity_factor: the model has no MoE layers");
+    for (auto& layer : parallel_model->model().moe_layers()) layer->set_capacity_factor(factor);
   }
   if (runtime.env.rank == 0) report_tp_plan(*parallel_model);
   train::Trainer trainer(parallel_model, *dataset, seq_len, args);

@@ -1,7 +1,9 @@
-// Distributed training as a user runs it: `meshtrain launch` with DDP and FSDP reproducing the
-// single-rank losses, `meshtrain plan`, invalid sizes, a rank that never arrives and a rank that
-// dies mid-run: every case ends with a non-zero exit and a message, never a hang.
+// Distributed training as a user runs it: `meshtrain launch` with DDP, FSDP, context and expert
+// parallelism reproducing the single-rank losses, eval and generate on other layouts,
+// `meshtrain plan`, invalid sizes, a rank that never arrives and a rank that dies mid-run: every
+// failure ends with a non-zero exit and a message, never a hang.
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <chrono>
 #include <cmath>
@@ -130,6 +132,36 @@ TEST(DistributedCli, ContextParallelTrainsAndASequenceThatDoesNotSplitIsRejected
       << r3.err;
   EXPECT_FALSE(fs::exists(bad / "model.safetensors"));
   for (auto& d : {single, cp, bad}) fs::remove_all(d);
+}
+
+TEST(DistributedCli, MixtralTrainsWithExpertParallelismAndABadEpSizeIsRejected) {
+  auto single = temp_dir("moe_single"), ep = temp_dir("moe_ep2"), bad = temp_dir("moe_bad");
+  const std::string moe = " --config_name " + kSource + "/configs/mixtral-tiny";
+  auto r0 = run_command(kBin + train_args(single, 2) + moe);
+  ASSERT_EQ(r0.exit_code, 0) << r0.err;
+  auto r1 = run_command(kBin + " launch -n 2 --" + train_args(ep, 1) + moe + " --dp_shard_size 2 --ep_size 2");
+  ASSERT_EQ(r1.exit_code, 0) << r1.err;
+  auto a = losses(single / "metrics.jsonl"), b = losses(ep / "metrics.jsonl");
+  ASSERT_EQ(b.size(), a.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(b[i], a[i], 1e-5 * a[i]);
+  std::ifstream metrics(ep / "metrics.jsonl");
+  std::string first;
+  std::getline(metrics, first);
+  EXPECT_NE(first.find("tokens_per_expert"), std::string::npos) << first;
+  // A capacity factor drops assignments and counts them.
+  auto dropping = temp_dir("moe_drop");
+  auto r2 = run_command(kBin + train_args(dropping, 2) + moe + " --moe_capacity_factor 0.5");
+  ASSERT_EQ(r2.exit_code, 0) << r2.err;
+  std::ifstream dropped(dropping / "metrics.jsonl");
+  std::getline(dropped, first);
+  EXPECT_GT(nlohmann::json::parse(first)["dropped_tokens"].get<int64_t>(), 0) << first;
+  fs::remove_all(dropping);
+  // ep must divide the dp_shard x cp ranks it is drawn from.
+  auto r3 = run_command(kBin + " launch -n 2 --" + train_args(bad, 1) + moe + " --dp_shard_size 2 --ep_size 3");
+  EXPECT_EQ(r3.exit_code, 2);
+  EXPECT_NE(r3.err.find("ep_size 3 must divide dp_shard_size 2 x cp_size 1"), std::string::npos) << r3.err;
+  EXPECT_FALSE(fs::exists(bad / "model.safetensors"));
+  for (auto& d : {single, ep, bad}) fs::remove_all(d);
 }
 
 TEST(DistributedCli, ARankThatNeverArrivesEndsTheRunNamingIt) {
