@@ -43,6 +43,33 @@ parallel::TpPlan plan_with(std::map<std::string, std::string> changes) {
   return parallel::TpPlan(rules);
 }
 
+// The serial model's cross-entropy sum over ids and its gradients, by parameter name.
+struct SerialRun {
+  double loss;
+  std::map<std::string, at::Tensor> grads;
+};
+
+SerialRun serial_run(const models::LlamaConfig& config, const at::Tensor& ids, const at::Tensor& targets) {
+  auto serial = std::make_shared<models::LlamaForCausalLM>(config);
+  serial->init_weights(4);
+  auto loss = nn::cross_entropy_sum(serial->forward(ids), targets);
+  loss.backward();
+  SerialRun run{loss.item<double>(), {}};
+  for (auto& [name, p] : serial->named_params()) run.grads[name] = p.grad();
+  return run;
+}
+
+// Each gradient of the parallel model equals this rank's block of the serial one.
+void expect_grads_are_blocks_of(const models::LlamaForCausalLM& model, const SerialRun& serial, int rank) {
+  for (auto& [name, p] : model.named_params()) {
+    const auto& place = model.placement(name);
+    at::Tensor expected = serial.grads.at(name);
+    for (size_t d = 0; d < place.offset.size(); ++d)
+      expected = expected.narrow(static_cast<int64_t>(d), place.offset[d], p.size(static_cast<int64_t>(d)));
+    EXPECT_TRUE(at::allclose(p.grad(), expected, 1e-4, 1e-6)) << name << " rank " << rank;
+  }
+}
+
 // The cross-entropy sum and every gradient of the parallel model (through ParallelModel, so
 // the norm gradients of sequence parallelism are summed) against the serial model's.
 void expect_loss_and_grads_equal_serial(const models::LlamaConfig& config, int64_t tp,
@@ -50,27 +77,16 @@ void expect_loss_and_grads_equal_serial(const models::LlamaConfig& config, int64
   at::manual_seed(2);
   auto ids = at::randint(0, config.vocab_size, {2, seq_len});
   auto targets = nn::shift_labels(ids);
-  auto serial = std::make_shared<models::LlamaForCausalLM>(config);
-  serial->init_weights(4);
-  auto want_loss = nn::cross_entropy_sum(serial->forward(ids), targets);
-  want_loss.backward();
-  std::map<std::string, at::Tensor> want;
-  for (auto& [name, p] : serial->named_params()) want[name] = p.grad();
+  const auto serial = serial_run(config, ids, targets);
   run_ranks(tp_sizes(tp), [&](std::shared_ptr<dist::DeviceMesh> mesh) {
     auto model = std::make_shared<models::LlamaForCausalLM>(config);
     model->init_weights(4);
     parallel::ParallelModel pm(model, mesh, options);
     auto loss = pm.loss_sum(ids, targets);
-    EXPECT_NEAR(loss.item<double>(), want_loss.item<double>(), 1e-5 * want_loss.item<double>());
+    EXPECT_NEAR(loss.item<double>(), serial.loss, 1e-5 * serial.loss);
     loss.backward();
     pm.finish_backward();
-    for (auto& [name, p] : model->named_params()) {
-      const auto& place = model->placement(name);
-      at::Tensor expected = want.at(name);
-      for (size_t d = 0; d < place.offset.size(); ++d)
-        expected = expected.narrow(static_cast<int64_t>(d), place.offset[d], p.size(static_cast<int64_t>(d)));
-      EXPECT_TRUE(at::allclose(p.grad(), expected, 1e-4, 1e-6)) << name << " rank " << mesh->rank();
-    }
+    expect_grads_are_blocks_of(*model, serial, mesh->rank());
   });
 }
 
@@ -191,12 +207,7 @@ TEST(ExpertParallel, TokenDispatchOverDpShardEqualsSerial) {
     at::manual_seed(5);
     auto ids = at::randint(0, config.vocab_size, {4, 10});
     auto targets = nn::shift_labels(ids);
-    auto serial = std::make_shared<models::LlamaForCausalLM>(config);
-    serial->init_weights(4);
-    auto want_loss = nn::cross_entropy_sum(serial->forward(ids), targets);
-    want_loss.backward();
-    std::map<std::string, at::Tensor> want;
-    for (auto& [name, p] : serial->named_params()) want[name] = p.grad();
+    const auto serial = serial_run(config, ids, targets);
     auto mesh_sizes = meshtrain::testing::sizes(1, dp_shard);
     mesh_sizes.ep = ep;
     run_ranks(mesh_sizes, [&](std::shared_ptr<dist::DeviceMesh> mesh) {
@@ -211,14 +222,8 @@ TEST(ExpertParallel, TokenDispatchOverDpShardEqualsSerial) {
       pm.finish_backward();
       auto total = loss.detach().clone();
       dist::all_reduce_(mesh->group("dp"), total);
-      EXPECT_NEAR(total.item<double>(), want_loss.item<double>(), 1e-5 * want_loss.item<double>());
-      for (auto& [name, p] : model->named_params()) {
-        const auto& place = model->placement(name);
-        at::Tensor expected = want.at(name);
-        for (size_t d = 0; d < place.offset.size(); ++d)
-          expected = expected.narrow(static_cast<int64_t>(d), place.offset[d], p.size(static_cast<int64_t>(d)));
-        EXPECT_TRUE(at::allclose(p.grad(), expected, 1e-4, 1e-6)) << name << " rank " << mesh->rank();
-      }
+      EXPECT_NEAR(total.item<double>(), serial.loss, 1e-5 * serial.loss);
+      expect_grads_are_blocks_of(*model, serial, mesh->rank());
     });
   }
 }
