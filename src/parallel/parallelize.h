@@ -1,6 +1,8 @@
 // parallelize(): the one place that knows in which order the parallel units apply to a model
 // on a mesh. Tensor (and Megatron sequence) parallelism first: it decides what each rank holds.
-// Expert parallelism next (its router-masking mode shards the experts over the tp group).
+// Expert parallelism next: router masking shards the experts over the tp group; token dispatch
+// over blocks of the dp_shard × cp ranks, and data parallelism then leaves those experts alone
+// (their gradients are summed over the ranks holding the same experts, ep_replicate).
 // Then the attention cores of context (ring) and Ulysses parallelism, which only change how
 // attention runs. Then FSDP over dp_shard × cp when dp_shard > 1 (HSDP with dp_replicate × sp),
 // sharding the tp shards further, else DDP over every rank that holds different tokens
