@@ -59,14 +59,20 @@ SerialRun serial_run(const models::LlamaConfig& config, const at::Tensor& ids, c
   return run;
 }
 
-// Each gradient of the parallel model equals this rank's block of the serial one.
+// Each gradient of the parallel model equals this rank's block of the serial one, to 1e-5 of
+// the tensor's largest entry.
 void expect_grads_are_blocks_of(const models::LlamaForCausalLM& model, const SerialRun& serial, int rank) {
   for (auto& [name, p] : model.named_params()) {
     const auto& place = model.placement(name);
     at::Tensor expected = serial.grads.at(name);
     for (size_t d = 0; d < place.offset.size(); ++d)
       expected = expected.narrow(static_cast<int64_t>(d), place.offset[d], p.size(static_cast<int64_t>(d)));
-    EXPECT_TRUE(at::allclose(p.grad(), expected, 1e-4, 1e-6)) << name << " rank " << rank;
+    // Relative to the tensor's largest entry: summation order moves small entries by fp32 noise.
+    if (expected.numel() == 0) continue;
+    const double difference = (p.grad() - expected).abs().max().item<double>();
+    const double largest = expected.abs().max().item<double>();
+    EXPECT_LE(difference, 1e-5 * largest + 1e-7)
+        << name << " rank " << rank << ": max difference " << difference << " of values up to " << largest;
   }
 }
 
