@@ -1,5 +1,7 @@
 #include "parallel/expert_parallel.h"
 
+#include <algorithm>
+
 #include "dist/collectives.h"
 #include "dist/comm_autograd.h"
 #include "util/check.h"
@@ -131,6 +133,10 @@ void shard_experts(models::LlamaForCausalLM& model, const std::string& name, at:
 }
 
 }  // namespace
+
+bool is_dispatched_expert(const nn::ParamPlacement& place) {
+  return std::find(place.mesh_dims.begin(), place.mesh_dims.end(), "ep") != place.mesh_dims.end();
+}
 
 EpMode parse_ep_mode(const std::string& name) {
   if (name == "alltoall") return EpMode::AllToAll;

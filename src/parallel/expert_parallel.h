@@ -31,4 +31,8 @@ EpMode parse_ep_mode(const std::string& name);
 void apply_expert_parallel(models::LlamaForCausalLM& model, const dist::DeviceMesh& mesh, const std::string& dim,
                            EpMode mode);
 
+// Whether a parameter is an expert that tokens are dispatched to (sharded on "ep"): data
+// parallelism leaves it alone, its gradients are summed over "ep_replicate".
+bool is_dispatched_expert(const nn::ParamPlacement& place);
+
 }  // namespace meshtrain::parallel

@@ -3,12 +3,12 @@
 #include <ATen/native/Resize.h>
 #include <torch/csrc/autograd/custom_function.h>
 
-#include <algorithm>
 #include <cstring>
 #include <map>
 #include <numeric>
 
 #include "dist/comm_autograd.h"
+#include "parallel/expert_parallel.h"
 #include "util/check.h"
 
 namespace meshtrain::parallel {
@@ -86,7 +86,7 @@ Fsdp::Fsdp(models::LlamaForCausalLM& model, const dist::DeviceMesh& mesh, bool r
     auto& p = params.at(name);
     auto& place = model.placement(name);
     // Experts that tokens are dispatched to over ep stay whole on their rank (summed elsewhere).
-    if (std::find(place.mesh_dims.begin(), place.mesh_dims.end(), "ep") != place.mesh_dims.end()) continue;
+    if (is_dispatched_expert(place)) continue;
     for (auto& dim : place.mesh_dims)
       MT_CHECK(dim != "dp_shard_cp", "FSDP: ", name, " is already sharded on dp_shard_cp");
     auto rows = dist::chunk_sizes(p.size(0), n);

@@ -40,8 +40,7 @@ ParallelModel::ParallelModel(std::shared_ptr<models::LlamaForCausalLM> model,
   auto& experts = grad_sums_.emplace_back(&mesh_->group("ep_replicate"), std::vector<at::Tensor>{});
   std::vector<std::pair<std::string, at::Tensor>> data_parallel;
   for (auto& [name, p] : model_->named_params()) {
-    const auto& dims = model_->placement(name).mesh_dims;
-    if (std::find(dims.begin(), dims.end(), "ep") != dims.end()) experts.second.push_back(p);
+    if (is_dispatched_expert(model_->placement(name))) experts.second.push_back(p);
     else data_parallel.emplace_back(name, p);
   }
   if (s.cp > 1 || s.sp > 1) apply_ulysses(*model_, *mesh_, options.cp_comm_strategy);

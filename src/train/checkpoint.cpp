@@ -50,7 +50,7 @@ std::vector<Block> blocks_of(parallel::ParallelModel& model, const AdamW& optimi
 // A block is written by the one rank whose coordinate is 0 on every mesh dim it is not sharded on.
 bool owns(const dist::DeviceMesh& mesh, const nn::ParamPlacement& place) {
   // Experts dispatched to over ep: replicated over ep_replicate (and tp), whatever the dims say.
-  if (std::find(place.mesh_dims.begin(), place.mesh_dims.end(), "ep") != place.mesh_dims.end())
+  if (parallel::is_dispatched_expert(place))
     return mesh.group("ep_replicate").rank() == 0 && mesh.coordinate("tp") == 0;
   for (auto dim : dist::DeviceMesh::kDims) {
     bool sharded = false;
