@@ -20,7 +20,10 @@ MeshSizes resolve_mesh_sizes(MeshSizes s, int64_t world) {
                                s.dp_replicate, " x cp_size ", s.cp, " x sp_size ", s.sp, " x tp_size ", s.tp, " = ", rest));
     s.dp_shard = world / rest;
   }
-  if (s.ep < 1 || (s.dp_shard * s.cp) % s.ep != 0)
+  if (s.ep_in_tp && (s.ep < 1 || s.tp % s.ep != 0))
+    throw UsageError(str_cat("ep_size ", s.ep, " must divide tp_size ", s.tp,
+                             ": router-masking expert parallelism draws its ranks from the tp group"));
+  if (!s.ep_in_tp && (s.ep < 1 || (s.dp_shard * s.cp) % s.ep != 0))
     throw UsageError(str_cat("ep_size ", s.ep, " must divide dp_shard_size ", s.dp_shard, " x cp_size ", s.cp,
                              ": token-dispatch expert parallelism draws its ranks from them"));
   if (s.product() != world)
@@ -50,7 +53,7 @@ DeviceMesh::DeviceMesh(MeshSizes sizes, int rank) : sizes_(sizes), rank_(rank) {
   }
   for (auto name : kDims) groups_[name] = Group::solo(name, rank);
   for (auto& [name, dims] : flattened()) groups_[name] = Group::solo(name, rank);
-  for (auto name : {"ep", "ep_replicate"}) groups_[name] = Group::solo(name, rank);
+  for (auto name : kExpertGroups) groups_[name] = Group::solo(name, rank);
 }
 
 int64_t DeviceMesh::dim_size(size_t d) const {
@@ -67,7 +70,8 @@ std::vector<std::string> DeviceMesh::dims_of(const std::string& name) const {
 
 int64_t DeviceMesh::size(const std::string& name) const {
   if (name == "ep") return sizes_.ep;
-  if (name == "ep_replicate") return sizes_.product() / (sizes_.tp * sizes_.ep);
+  if (name == "etp") return sizes_.ep_in_tp ? sizes_.tp / sizes_.ep : 1;
+  if (name == "ep_replicate") return sizes_.product() / (sizes_.ep_in_tp ? sizes_.tp : sizes_.tp * sizes_.ep);
   int64_t n = 1;
   for (auto& dim : dims_of(name))
     n *= dim_size(std::find(kDims.begin(), kDims.end(), dim) - kDims.begin());
@@ -84,6 +88,20 @@ int64_t DeviceMesh::coordinate(const std::string& name) const {
 }
 
 std::vector<int> DeviceMesh::group_ranks(const std::string& name) const {
+  if (sizes_.ep_in_tp && (name == "ep" || name == "etp" || name == "ep_replicate")) {
+    const int64_t block = sizes_.tp / sizes_.ep, mine = coordinate("tp");
+    std::vector<int> ranks;
+    for (int r = 0; r < world_size(); ++r) {
+      DeviceMesh other(sizes_, r);
+      const int64_t t = other.coordinate("tp");
+      const bool same_tp_group = other.group_ranks("tp") == group_ranks("tp");
+      const bool same = name == "ep"    ? same_tp_group && t % block == mine % block
+                        : name == "etp" ? same_tp_group && t / block == mine / block
+                                        : t == mine;
+      if (same) ranks.push_back(r);
+    }
+    return ranks;
+  }
   if (name == "ep" || name == "ep_replicate") {
     const int64_t ep = sizes_.ep, mine = coordinate("dp_shard_cp");
     std::vector<int> ranks;
@@ -121,12 +139,14 @@ void DeviceMesh::create_groups(const c10::intrusive_ptr<c10d::Store>& store, std
   std::vector<std::string> names(kDims.begin(), kDims.end());
   for (auto& [name, dims] : flattened()) names.push_back(name);
   if (sizes_.ep > 1) names.insert(names.end(), {"ep", "ep_replicate"});
+  if (sizes_.ep > 1 && sizes_.ep_in_tp) names.push_back("etp");
   for (auto& name : names)
     groups_[name] = std::make_shared<Group>(name, group_ranks(name), rank_, store, timeout, master_addr);
 }
 
 Group& DeviceMesh::group(const std::string& name) const {
-  if (name != "ep" && name != "ep_replicate") dims_of(name);  // validates the name
+  if (std::find(kExpertGroups.begin(), kExpertGroups.end(), name) == kExpertGroups.end())
+    dims_of(name);  // validates the name
   return *groups_.at(name);
 }
 

@@ -126,7 +126,7 @@ void load_hf_weights(LlamaForCausalLM& model, const io::CheckpointReader& checkp
           start[0] = t.expert;
           start[1] = t.row_start;
         }
-        copied += copy_overlap(param, place.offset, value, start);
+        for (auto& box : place.boxes(param)) copied += copy_overlap(box.local, box.offset, value, start);
       }
       MT_CHECK(copied == param.numel() || !missing.empty(), "the per-expert tensors of ", name, " cover ", copied,
                " of the ", param.numel(), " elements this rank holds");
@@ -140,16 +140,17 @@ void load_hf_weights(LlamaForCausalLM& model, const io::CheckpointReader& checkp
     const auto& stored = checkpoint.info(name).shape;
     MT_CHECK(stored == place.global_shape, "checkpoint tensor ", name, " has shape ",
              at::IntArrayRef(stored), " but the config gives ", at::IntArrayRef(place.global_shape));
-    // Only this rank's block is read: a slice along the first split dim, narrowed on the others.
-    at::Tensor value;
-    for (size_t d = 0; d < place.offset.size(); ++d) {
-      const auto dim = static_cast<int64_t>(d);
-      if (param.size(dim) == place.global_shape[d]) continue;
-      value = value.defined() ? value.narrow(dim, place.offset[d], param.size(dim))
-                              : checkpoint.read_slice(name, dim, place.offset[d], param.size(dim));
+    // Only this rank's boxes are read: each a slice along its first split dim, narrowed on the others.
+    for (auto& box : place.boxes(param)) {
+      at::Tensor value;
+      for (int64_t d = 0; d < param.dim(); ++d) {
+        if (box.local.size(d) == place.global_shape[d]) continue;
+        value = value.defined() ? value.narrow(d, box.offset[d], box.local.size(d))
+                                : checkpoint.read_slice(name, d, box.offset[d], box.local.size(d));
+      }
+      if (!value.defined()) value = checkpoint.read(name);
+      box.local.copy_(value.to(param.scalar_type()));
     }
-    if (!value.defined()) value = checkpoint.read(name);
-    param.copy_(value.to(param.scalar_type()));
   }
   if (!missing.empty()) {
     std::string list;

@@ -157,9 +157,7 @@ void LlamaForCausalLM::init_weights(uint64_t seed) {
     auto full = at::normal(0.0, config_.initializer_range, place.global_shape, gen);
     if (name == "model.embed_tokens.weight" && config_.pad_token_id)
       full[*config_.pad_token_id].zero_();
-    for (size_t d = 0; d < place.offset.size(); ++d)
-      full = full.narrow(static_cast<int64_t>(d), place.offset[d], p.size(static_cast<int64_t>(d)));
-    p.copy_(full);
+    p.copy_(place.local_of(full, p.sizes()));
   }
 }
 

@@ -7,12 +7,17 @@
 // back the same way; the experts' gradients are summed over the ranks holding the same experts
 // ("ep_replicate"), not over ep.
 //
-// Router masking (--ep_mode allreduce, upstream-compatible): the ep group is the tp group and
-// every rank sees all tokens. Assignments to other ranks' experts are masked with the sentinel
-// num_local_experts and skipped; the local experts' weighted outputs are all-reduced. Unlike
-// upstream's forward-only hook, the backward is exact: the gradients of the tokens and of the
-// routing weights, each rank's partial sums, are all-reduced, so the router (replicated, fed
-// the full gradient on every rank) and the attention below it see the serial gradients.
+// Router masking (--ep_mode allreduce, upstream-compatible): the ep group is drawn from the tp
+// group (all of it when ep == tp) and every rank sees all tokens. Assignments to other ranks'
+// experts are masked with the sentinel num_local_experts and skipped; the local experts'
+// weighted outputs are all-reduced. Unlike upstream's forward-only hook, the backward is exact:
+// the gradients of the tokens and of the routing weights, each rank's partial sums, are
+// all-reduced, so the router (replicated, fed the full gradient on every rank) and the attention
+// below it see the serial gradients. With ep < tp the rest of the tp group ("etp") splits each
+// expert inside, and those sums run over ep and etp: over the whole tp group.
+//
+// In both modes data parallelism leaves the experts alone: their gradients are summed over
+// "ep_replicate", the ranks holding the same experts.
 #pragma once
 #include <string>
 
@@ -26,13 +31,21 @@ enum class EpMode { AllToAll, AllReduce };
 EpMode parse_ep_mode(const std::string& name);
 
 // Shards the experts of every MoE layer over the mesh dim `dim` (its placement records say so)
-// and installs the mode's dispatcher. num_experts must divide by the dim's size (upstream's
+// and installs the mode's dispatcher (token dispatch inside tensor parallelism of the experts,
+// when tp sharded them already). num_experts must divide by the dim's size (upstream's
 // message otherwise).
 void apply_expert_parallel(models::LlamaForCausalLM& model, const dist::DeviceMesh& mesh, const std::string& dim,
                            EpMode mode);
 
-// Whether a parameter is an expert that tokens are dispatched to (sharded on "ep"): data
-// parallelism leaves it alone, its gradients are summed over "ep_replicate".
+// moe_tp_experts: the experts' weights sharded over tp (gate_up_proj packed_colwise, down_proj
+// rowwise), so every tp rank computes its slice of every expert for the same tokens. The tokens
+// and routing weights enter through f and the partial outputs are summed over tp after
+// `inner`'s combine.
+std::shared_ptr<nn::TokenDispatcher> tensor_parallel_experts(std::shared_ptr<nn::TokenDispatcher> inner,
+                                                             dist::Group& tp);
+
+// Whether a parameter is an expert sharded over "ep": data parallelism leaves it alone, its
+// gradients are summed over "ep_replicate".
 bool is_dispatched_expert(const nn::ParamPlacement& place);
 
 }  // namespace meshtrain::parallel

@@ -96,7 +96,7 @@ Fsdp::Fsdp(models::LlamaForCausalLM& model, const dist::DeviceMesh& mesh, bool r
     // Sharded after any tensor-parallel split: the chunk of the tp shard's dim 0.
     place.mesh_dims.insert(place.mesh_dims.end(), {"dp_replicate_sp", "dp_shard_cp"});
     place.placements.insert(place.placements.end(), {nn::Placement::replicate(), nn::Placement::shard(0)});
-    place.offset[0] += offset;
+    place.narrow(0, offset, rows[me]);
     // Layer parameters are named model.layers.N.*; everything else belongs to the root unit.
     size_t unit = name.starts_with("model.layers.") ? std::stoul(name.substr(13)) + 1 : 0;
     units_[unit].params.push_back({p, slot, at::Tensor(), rows, row_numel});

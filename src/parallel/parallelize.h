@@ -1,8 +1,10 @@
 // parallelize(): the one place that knows in which order the parallel units apply to a model
 // on a mesh. Tensor (and Megatron sequence) parallelism first: it decides what each rank holds.
-// Expert parallelism next: router masking shards the experts over the tp group; token dispatch
-// over blocks of the dp_shard × cp ranks, and data parallelism then leaves those experts alone
-// (their gradients are summed over the ranks holding the same experts, ep_replicate).
+// It also splits MoE experts inside (over tp, or over the etp blocks of tp under router
+// masking). Expert parallelism next: router masking shards the experts over ranks of the tp
+// group, token dispatch over blocks of the dp_shard × cp ranks; data parallelism then leaves
+// those experts alone (their gradients are summed over the ranks holding the same experts,
+// ep_replicate).
 // Then the attention cores of context (ring) and Ulysses parallelism, which only change how
 // attention runs. Then FSDP over dp_shard × cp when dp_shard > 1 (HSDP with dp_replicate × sp),
 // sharding the tp shards further, else DDP over every rank that holds different tokens
@@ -10,6 +12,7 @@
 #pragma once
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "dist/device_mesh.h"
@@ -25,7 +28,7 @@ namespace meshtrain::parallel {
 struct ParallelOptions {
   double ddp_bucket_cap_mb = 25.0;
   bool reshard_after_forward = true;
-  TpPlan tp_plan = TpPlan::llama_default();
+  std::optional<TpPlan> tp_plan;  // default: the model type's Hugging Face plan
   bool sequence_parallel = false;  // Megatron sequence parallelism on the tp dim
   bool loss_parallel = false;      // vocab-parallel cross entropy on tp-sharded logits
   CpCommStrategy cp_comm_strategy = CpCommStrategy::Ring;

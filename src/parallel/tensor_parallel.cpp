@@ -6,7 +6,9 @@
 #include <tuple>
 
 #include "dist/comm_autograd.h"
+#include "nn/moe.h"
 #include "nn/rms_norm.h"
+#include "parallel/expert_parallel.h"
 #include "util/check.h"
 
 namespace meshtrain::parallel {
@@ -165,15 +167,29 @@ Sharding chunk(int64_t n, const Group& g) {
   return {sizes, std::accumulate(sizes.begin(), sizes.begin() + g.rank(), int64_t{0})};
 }
 
+// Packed styles split each of the 2 blocks (gate ‖ up) evenly over tp, as upstream demands.
+Sharding packed_chunk(int64_t n, const Group& g, const std::string& name) {
+  MT_CHECK(n % 2 == 0, "Prepacked is not divisible by 2: ", name, " has ", n, " rows on its packed dim");
+  MT_CHECK(n / 2 % g.size() == 0, name, ": a packed shard splits each of the 2 blocks of ", n / 2,
+           " rows evenly, and tp_size ", g.size(), " does not divide ", n / 2);
+  const int64_t length = n / 2 / g.size();
+  return {std::vector<int64_t>(static_cast<size_t>(g.size()), length), g.rank() * length};
+}
+
+// Keeps this rank's chunk of `dim`, or with blocks > 1 (packed) the same chunk of every block.
 void shard_param(models::LlamaForCausalLM& model, const std::string& name, at::Tensor& param, int64_t dim,
-                 const Sharding& s, const Group& g) {
+                 const Sharding& s, const Group& g, int64_t blocks = 1) {  // on g's mesh dim
   at::NoGradGuard no_grad;
   auto& place = model.placement(name);
   MT_CHECK(place.is_whole(), "tensor parallelism expects unsharded parameters; ", name, " is already sharded");
-  param.set_data(param.narrow(dim, s.offset, s.sizes[g.rank()]).clone());
-  place.mesh_dims = {"tp"};
-  place.placements = {nn::Placement::shard(dim)};
-  place.offset[dim] = s.offset;
+  const int64_t length = s.sizes[g.rank()];
+  place.mesh_dims = {g.name()};
+  place.placements = {nn::Placement::packed_shard(dim, blocks)};
+  if (blocks > 1) place.pack(dim, blocks, s.offset, length);
+  else place.narrow(dim, s.offset, length);
+  auto shape = param.sizes().vec();
+  shape[dim] = length * blocks;
+  param.set_data(place.local_of(param, shape));
 }
 
 bool inside_block(const std::string& path) {
@@ -241,6 +257,24 @@ void shard_linear(models::LlamaForCausalLM& model, const std::string& path, nn::
                                                       style == TpStyle::LocalRowwise ? Output::Local : output, s.sizes));
       return;
     }
+    case TpStyle::PackedColwise:
+    case TpStyle::PackedRowwise: {
+      // Rank r's [gate_r | up_r] outputs must meet the same features of a packed down projection.
+      MT_CHECK(path.find(".mlp.") != std::string::npos, "style ", tp_style_name(style), " on ", path,
+               ": packed styles shard gate / up projections and their down projection only");
+      const bool colwise = style == TpStyle::PackedColwise;
+      const int64_t dim = colwise ? 0 : 1;
+      auto s = packed_chunk(linear.weight.size(dim), g, path + ".weight");
+      shard_param(model, path + ".weight", linear.weight, dim, s, g, 2);
+      if (colwise) {
+        if (has_bias) shard_param(model, path + ".bias", linear.bias, 0, s, g, 2);
+        linear.set_style(std::make_shared<ColwiseStyle>(g, input, false, s.sizes));
+      } else {
+        if (has_bias && output == Output::SequenceScatter) report.partial_grad_params.push_back(path + ".bias");
+        linear.set_style(std::make_shared<RowwiseStyle>(g, false, output, s.sizes));
+      }
+      return;
+    }
     case TpStyle::AllReduce:
       MT_CHECK(!sp, "style all_reduce on ", path, " is not supported with sequence parallelism");
       linear.set_style(std::make_shared<AllReduceStyle>(g));
@@ -252,8 +286,31 @@ void shard_linear(models::LlamaForCausalLM& model, const std::string& path, nn::
     case TpStyle::Local:
     case TpStyle::EmbeddingRowwise:
     case TpStyle::SequenceParallel:
+    case TpStyle::MoeTpExperts:
       fail("style ", tp_style_name(style), " on ", path, " is not supported for a Linear");
   }
+}
+
+// The experts of a MoE block, sharded inside when the plan says so (gate_up_proj packed_colwise
+// on I, down_proj rowwise on I) over g (tp, or its etp blocks under router masking): every rank
+// of g computes its slice of every expert.
+void shard_experts(models::LlamaForCausalLM& model, const std::string& block, nn::SparseMoe& moe, const TpPlan& plan,
+                   Group& g) {
+  const std::string path = block + ".experts";
+  auto style = [&](const std::string& param) {
+    auto s = plan.style_of(path + "." + param);
+    return s && *s != TpStyle::MoeTpExperts ? s : std::nullopt;  // the module's own rule shards nothing
+  };
+  const auto gate_up = style("gate_up_proj"), down = style("down_proj");
+  if ((!gate_up && !down) || g.size() == 1) return;
+  MT_CHECK(gate_up == TpStyle::PackedColwise && down == TpStyle::Rowwise, path,
+           ": the experts shard gate_up_proj packed_colwise and down_proj rowwise together; the tp_plan gives ",
+           gate_up ? tp_style_name(*gate_up) : "none", " and ", down ? tp_style_name(*down) : "none");
+  auto& experts = *moe.experts;
+  auto s = packed_chunk(experts.gate_up_proj.size(1), g, path + ".gate_up_proj");
+  shard_param(model, path + ".gate_up_proj", experts.gate_up_proj, 1, s, g, 2);
+  shard_param(model, path + ".down_proj", experts.down_proj, 2, s, g);
+  moe.set_dispatcher(tensor_parallel_experts(nn::local_dispatcher(), g));
 }
 
 }  // namespace
@@ -287,10 +344,17 @@ TpReport apply_tensor_parallel(models::LlamaForCausalLM& model, const dist::Devi
     };
     for (const auto& [block, inputs, output] : {Block{layer + ".self_attn", {"q_proj", "k_proj", "v_proj"}, "o_proj"},
                                                 Block{layer + ".mlp", {"gate_proj", "up_proj"}, "down_proj"}}) {
-      const bool colwise_inputs = all_styled(plan, block, inputs, {TpStyle::Colwise});
-      MT_CHECK(!sp || (colwise_inputs && all_styled(plan, block, {output}, {TpStyle::Rowwise})),
+      const bool colwise_inputs = all_styled(plan, block, inputs, {TpStyle::Colwise, TpStyle::PackedColwise});
+      MT_CHECK(!sp || (colwise_inputs && all_styled(plan, block, {output}, {TpStyle::Rowwise, TpStyle::PackedRowwise})),
                "sequence parallelism needs every attention and MLP block sharded colwise in, rowwise out by the "
                "tp_plan; ", block, " is not");
+      // Packed features only meet their own kind: all of the block packed, or none of it.
+      const bool packed_in = all_styled(plan, block, inputs, {TpStyle::PackedColwise});
+      const bool packed_out = all_styled(plan, block, {output}, {TpStyle::PackedRowwise});
+      bool any_packed = false;
+      for (const auto& child : inputs) any_packed |= all_styled(plan, block, {child}, {TpStyle::PackedColwise});
+      MT_CHECK(packed_in == packed_out && (packed_in || !any_packed), block,
+               ": packed_colwise input projections need a packed_rowwise output projection, and the other way round");
       if (colwise_inputs) entered_blocks.insert(block);
     }
     auto entry = [&](const std::string& block) -> std::shared_ptr<nn::BlockInputStyle> {
@@ -299,6 +363,10 @@ TpReport apply_tensor_parallel(models::LlamaForCausalLM& model, const dist::Devi
     };
     model.model->layers[i]->self_attn->set_input_style(entry(layer + ".self_attn"));
     if (auto& mlp = model.model->layers[i]->mlp) mlp->set_input_style(entry(layer + ".mlp"));
+    if (auto& moe = model.model->layers[i]->moe) {
+      MT_CHECK(!sp, "sequence parallelism does not support MoE layers (", layer, ".mlp)");
+      shard_experts(model, layer + ".mlp", *moe, plan, mesh.group(mesh.expert_tensor_dim()));
+    }
   }
   std::vector<std::string> paths;
   bool embedding_sharded = false;
@@ -308,6 +376,8 @@ TpReport apply_tensor_parallel(models::LlamaForCausalLM& model, const dist::Devi
     auto linear = std::dynamic_pointer_cast<nn::Linear>(item.value());
     auto embedding = std::dynamic_pointer_cast<nn::Embedding>(item.value());
     auto norm = std::dynamic_pointer_cast<nn::RMSNorm>(item.value());
+    if (std::dynamic_pointer_cast<nn::Experts>(item.value()))  // sharded with their MoE block
+      for (const auto& name : {path, path + ".gate_up_proj", path + ".down_proj"}) paths.push_back(name);
     if (!linear && !embedding && !norm) continue;
     paths.push_back(path);
     auto style = plan.style_of(path + ".weight");

@@ -19,6 +19,9 @@ const std::vector<std::pair<std::string, TpStyle>>& style_names() {
       {"rowwise", TpStyle::Rowwise},
       {"rowwise_split_input", TpStyle::RowwiseSplitInput},
       {"rowwise_rep", TpStyle::RowwiseSplitInput},
+      {"packed_colwise", TpStyle::PackedColwise},
+      {"packed_rowwise", TpStyle::PackedRowwise},
+      {"local_packed_rowwise", TpStyle::PackedRowwise},
       {"embedding_rowwise", TpStyle::EmbeddingRowwise},
       {"replicated_with_grad_allreduce", TpStyle::ReplicatedWithGradAllreduce},
       {"replicate", TpStyle::ReplicatedWithGradAllreduce},
@@ -28,6 +31,7 @@ const std::vector<std::pair<std::string, TpStyle>>& style_names() {
       {"all_reduce", TpStyle::AllReduce},
       {"sequence_parallel", TpStyle::SequenceParallel},
       {"gather", TpStyle::AllReduce},
+      {"moe_tp_experts", TpStyle::MoeTpExperts},
   };
   return names;
 }
@@ -72,6 +76,20 @@ TpPlan TpPlan::llama_default() {
                  {"model.layers.*.mlp.up_proj", "colwise"},
                  {"model.layers.*.mlp.down_proj", "rowwise"},
                  {"lm_head", "colwise_gather_output"}});
+}
+
+TpPlan TpPlan::hf_default(const std::string& model_type, bool shard_experts) {
+  auto rules = llama_default().rules_;
+  if (shard_experts && (model_type == "mixtral" || model_type == "qwen3_moe")) {
+    rules["model.layers.*.mlp.experts.gate_up_proj"] = TpStyle::PackedColwise;
+    rules["model.layers.*.mlp.experts.down_proj"] = TpStyle::Rowwise;
+    rules["model.layers.*.mlp.experts"] = TpStyle::MoeTpExperts;
+  }
+  if (model_type == "mixtral")  // no dense MLP layers
+    for (auto proj : {"gate_proj", "up_proj", "down_proj"}) rules.erase(std::string("model.layers.*.mlp.") + proj);
+  TpPlan plan;
+  plan.rules_ = rules;
+  return plan;
 }
 
 TpPlan TpPlan::from_json_file(const std::string& path) {

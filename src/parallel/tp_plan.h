@@ -15,6 +15,8 @@ enum class TpStyle {
   ColwiseGatherOutput,
   Rowwise,
   RowwiseSplitInput,
+  PackedColwise,  // a fused gate ‖ up projection: rank r holds [gate_r | up_r] of the outputs
+  PackedRowwise,  //   and of the inputs
   EmbeddingRowwise,
   ReplicatedWithGradAllreduce,
   LocalColwise,
@@ -22,6 +24,7 @@ enum class TpStyle {
   Local,
   AllReduce,
   SequenceParallel,  // a replicated norm on sequence-sharded activations: gradients summed over tp
+  MoeTpExperts,      // the experts module whose weights are sharded: tokens in by f, outputs summed
 };
 
 // Unknown names are an error that lists the accepted ones.
@@ -33,6 +36,10 @@ class TpPlan {
   TpPlan() = default;
   explicit TpPlan(const std::map<std::string, std::string>& rules);  // pattern -> style name
   static TpPlan llama_default();
+  // Hugging Face's plan for the model type: Llama's, plus for mixtral / qwen3_moe the experts
+  // (gate_up_proj packed_colwise, down_proj rowwise, experts moe_tp_experts) unless
+  // shard_experts is false.
+  static TpPlan hf_default(const std::string& model_type, bool shard_experts = true);
   static TpPlan from_json_file(const std::string& path);
 
   // The style of a parameter (dotted name, e.g. model.layers.0.mlp.up_proj.weight), if any

@@ -22,7 +22,8 @@ int run_plan(const Args& argv) {
   if (world < 1) throw UsageError("meshtrain plan: --world must be a positive integer");
   const auto sizes = dist::resolve_mesh_sizes(mesh_sizes_from(flags), world);
   std::cout << "mesh dp_replicate=" << sizes.dp_replicate << " dp_shard=" << sizes.dp_shard << " cp=" << sizes.cp
-            << " sp=" << sizes.sp << " tp=" << sizes.tp << "\n";
+            << " sp=" << sizes.sp << " tp=" << sizes.tp << (sizes.ep > 1 ? " ep=" + std::to_string(sizes.ep) : "")
+            << "\n";
   auto ranks_text = [](const std::vector<int>& ranks) {
     std::string s = "[";
     for (size_t i = 0; i < ranks.size(); ++i) s += (i ? "," : "") + std::to_string(ranks[i]);
@@ -35,6 +36,9 @@ int run_plan(const Args& argv) {
     std::cout << " |";
     for (auto dim : dist::DeviceMesh::kDims) std::cout << " " << dim << ranks_text(mesh.group_ranks(dim));
     for (auto& [name, dims] : dist::DeviceMesh::flattened()) std::cout << " " << name << ranks_text(mesh.group_ranks(name));
+    if (sizes.ep > 1)
+      for (auto name : dist::DeviceMesh::kExpertGroups)
+        if (sizes.ep_in_tp || std::string(name) != "etp") std::cout << " " << name << ranks_text(mesh.group_ranks(name));
     std::cout << "\n";
   }
   return 0;

@@ -15,11 +15,11 @@ std::vector<FlagSpec> parallel_flag_specs() {
       {"cp_size", "context-parallel size (default 1)"},
       {"sp_size", "Ulysses sequence-parallel size (default 1)"},
       {"ep_size", "expert-parallel size: MoE experts sharded over ep ranks (default 1)"},
-      {"ep_mode", "alltoall (tokens dispatched over ep ranks drawn from dp_shard x cp) | allreduce (the tp group, "
-                  "router masking, upstream's mode) (default alltoall)"},
+      {"ep_mode", "alltoall (tokens dispatched over ep ranks drawn from dp_shard x cp) | allreduce (ep ranks drawn "
+                  "from the tp group, router masking, upstream's mode) (default alltoall)"},
       {"cp_comm_strategy", "how ring attention moves K/V: alltoall (ring send/recv, overlapped) | allgather "
                            "(default alltoall)"},
-      {"tp_plan", "JSON file of module pattern -> tensor-parallel style (default: Llama's HF plan)"},
+      {"tp_plan", "JSON file of module pattern -> tensor-parallel style (default: the model type's HF plan)"},
       {"sequence_parallel", "Megatron sequence parallelism on the tp dim: norms and the residual stream "
                             "sharded on the sequence (needs tp_size > 1)", true},
       {"loss_parallel", "vocab-parallel cross entropy: the logits stay sharded over tp (needs tp_size > 1)", true},
@@ -37,8 +37,8 @@ dist::MeshSizes mesh_sizes_from(const Flags& flags) {
   s.tp = flags.get_int("tp_size", 1);
   s.cp = flags.get_int("cp_size", 1);
   s.sp = flags.get_int("sp_size", 1);
-  if (parallel::parse_ep_mode(flags.get("ep_mode", "alltoall")) == parallel::EpMode::AllToAll)
-    s.ep = flags.get_int("ep_size", 1);
+  s.ep = flags.get_int("ep_size", 1);
+  s.ep_in_tp = parallel::parse_ep_mode(flags.get("ep_mode", "alltoall")) == parallel::EpMode::AllReduce;
   return s;
 }
 

@@ -49,9 +49,11 @@ std::vector<Block> blocks_of(parallel::ParallelModel& model, const AdamW& optimi
 
 // A block is written by the one rank whose coordinate is 0 on every mesh dim it is not sharded on.
 bool owns(const dist::DeviceMesh& mesh, const nn::ParamPlacement& place) {
-  // Experts dispatched to over ep: replicated over ep_replicate (and tp), whatever the dims say.
-  if (parallel::is_dispatched_expert(place))
-    return mesh.group("ep_replicate").rank() == 0 && mesh.coordinate("tp") == 0;
+  // Experts dispatched to over ep: replicated over ep_replicate, and over tp unless sharded there.
+  if (parallel::is_dispatched_expert(place)) {
+    const bool tp_sharded = std::find(place.mesh_dims.begin(), place.mesh_dims.end(), "tp") != place.mesh_dims.end();
+    return mesh.group("ep_replicate").rank() == 0 && (tp_sharded || mesh.coordinate("tp") == 0);
+  }
   for (auto dim : dist::DeviceMesh::kDims) {
     bool sharded = false;
     for (size_t d = 0; d < place.mesh_dims.size(); ++d) {
@@ -66,6 +68,15 @@ bool owns(const dist::DeviceMesh& mesh, const nn::ParamPlacement& place) {
   return true;
 }
 
+// A packed dim gathered rank-major ([G0 U0 | G1 U1 | ...]) back to block-major ([G0 G1 ... | U0 U1 ...]).
+at::Tensor repack(const at::Tensor& t, int64_t dim, int64_t world, int64_t blocks) {
+  auto shape = t.sizes().vec();
+  std::vector<int64_t> split(shape.begin(), shape.begin() + dim);
+  split.insert(split.end(), {world, blocks, shape[dim] / (world * blocks)});
+  split.insert(split.end(), shape.begin() + dim + 1, shape.end());
+  return t.reshape(split).transpose(dim, dim + 1).reshape(shape);
+}
+
 // Full tensor of a (possibly sharded) local block, gathered over each mesh dim it is sharded on,
 // the last-applied sharding first (FSDP's chunk of a tensor-parallel shard, then tp).
 at::Tensor gather_full(const dist::DeviceMesh& mesh, const at::Tensor& local, const nn::ParamPlacement& place) {
@@ -77,25 +88,29 @@ at::Tensor gather_full(const dist::DeviceMesh& mesh, const at::Tensor& local, co
     if (place.placements[d].kind != nn::Placement::Kind::Shard) continue;
     auto& g = mesh.group(place.mesh_dims[d]);
     const int64_t dim = place.placements[d].dim;
-    shape[dim] = dist::chunk_sizes(shape[dim], g.size())[g.rank()];
+    shape[dim] = place.placements[d].blocks > 1 ? shape[dim] / g.size()
+                                                : dist::chunk_sizes(shape[dim], g.size())[g.rank()];
   }
   at::Tensor t = local;
   for (size_t d = place.placements.size(); d-- > 0;) {
     if (place.placements[d].kind != nn::Placement::Kind::Shard) continue;
     auto& g = mesh.group(place.mesh_dims[d]);
     const int64_t dim = place.placements[d].dim;
+    const int64_t blocks = place.placements[d].blocks;
     t = dist::all_gather_uneven(g, t.contiguous(), dim, dist::chunk_sizes(split_shape[d][dim], g.size()));
+    if (blocks > 1) t = repack(t, dim, g.size(), blocks);
   }
   return t;
 }
 
 struct SavedBlock {
   std::string file;
+  std::string tensor;  // its name in the file
   std::vector<int64_t> global_shape, offset, shape;
 };
 
 // Copies the overlap of saved blocks with the local block [offset, offset + local.shape).
-int64_t fill_from(const std::vector<SavedBlock>& saved, const fs::path& dir, const std::string& key, at::Tensor& local,
+int64_t fill_from(const std::vector<SavedBlock>& saved, const fs::path& dir, const at::Tensor& local,
                   const std::vector<int64_t>& offset, std::map<std::string, std::unique_ptr<io::SafetensorsFile>>& files) {
   int64_t copied = 0;
   for (auto& b : saved) {
@@ -107,13 +122,10 @@ int64_t fill_from(const std::vector<SavedBlock>& saved, const fs::path& dir, con
       empty |= hi[d] <= lo[d];
     }
     if (empty) continue;
-    auto& file = files[b.file];
-    if (!file) file = std::make_unique<io::SafetensorsFile>(dir / b.file);
-    MT_CHECK(file->contains(key), dir / b.file, " has no tensor ", key, " although its manifest lists it");
-    MT_CHECK(file->info(key).shape == b.shape, dir / b.file, ": ", key, " has shape ",
-             at::IntArrayRef(file->info(key).shape), " but its manifest says ", at::IntArrayRef(b.shape));
+    auto& file = files.at(b.file);  // opened, and the block's shape checked, when the manifests were read
     // Read only the rows of the first dim, then narrow the others in memory.
-    at::Tensor part = local.dim() == 0 ? file->read(key) : file->read_slice(key, 0, lo[0] - b.offset[0], hi[0] - lo[0]);
+    at::Tensor part =
+        local.dim() == 0 ? file->read(b.tensor) : file->read_slice(b.tensor, 0, lo[0] - b.offset[0], hi[0] - lo[0]);
     at::Tensor dst = local;
     for (int64_t d = 0; d < local.dim(); ++d) {
       if (d > 0) part = part.narrow(d, lo[d] - b.offset[d], hi[d] - lo[d]);
@@ -145,8 +157,13 @@ fs::path save_training_checkpoint(const fs::path& output_dir, parallel::Parallel
   nlohmann::json manifest = nlohmann::json::object();
   for (auto& b : blocks_of(model, optimizer)) {
     if (!owns(mesh, *b.place)) continue;
-    tensors.emplace_back(b.key, b.local);
-    manifest[b.key] = {{"global_shape", b.place->global_shape}, {"offset", b.place->offset}};
+    // A packed parameter's boxes are stored as key, key@1, ...; the manifest names their key.
+    auto boxes = b.place->boxes(b.local);
+    for (size_t i = 0; i < boxes.size(); ++i) {
+      const auto stored = i == 0 ? b.key : b.key + "@" + std::to_string(i);
+      tensors.emplace_back(stored, boxes[i].local.contiguous());
+      manifest[stored] = {{"key", b.key}, {"global_shape", b.place->global_shape}, {"offset", boxes[i].offset}};
+    }
   }
   if (rank == 0) {
     tensors.emplace_back("optim.step", at::scalar_tensor(optimizer.steps_taken(), at::kLong));
@@ -193,10 +210,11 @@ TrainerState load_training_checkpoint(const fs::path& dir, parallel::ParallelMod
     MT_CHECK(saved_world >= 1, dir / "trainer_state.json", ": world_size ", saved_world);
     for (int r = 0; r < saved_world; ++r) {
       auto manifest = nlohmann::json::parse(util::read_file(dir / rank_file("manifest", r, "json")));
-      for (auto& [key, entry] : manifest.items()) {
-        SavedBlock b{rank_file("shards", r, "safetensors"), entry.at("global_shape").get<std::vector<int64_t>>(),
+      for (auto& [stored, entry] : manifest.items()) {
+        SavedBlock b{rank_file("shards", r, "safetensors"), stored,
+                     entry.at("global_shape").get<std::vector<int64_t>>(),
                      entry.at("offset").get<std::vector<int64_t>>(), {}};
-        saved[key].push_back(b);
+        saved[entry.value("key", stored)].push_back(b);
       }
     }
   } catch (const nlohmann::json::exception& e) {
@@ -208,10 +226,11 @@ TrainerState load_training_checkpoint(const fs::path& dir, parallel::ParallelMod
     for (auto& b : blocks) {
       auto& file = files[b.file];
       if (!file) file = std::make_unique<io::SafetensorsFile>(dir / b.file);
-      MT_CHECK(file->contains(key), dir / b.file, " has no tensor ", key, " although its manifest lists it");
-      b.shape = file->info(key).shape;
-      MT_CHECK(b.shape.size() == b.global_shape.size() && b.offset.size() == b.global_shape.size(), dir / b.file,
-               ": ", key, " has an inconsistent manifest entry");
+      MT_CHECK(file->contains(b.tensor), dir / b.file, " has no tensor ", b.tensor, " although its manifest lists it");
+      b.shape = file->info(b.tensor).shape;
+      MT_CHECK(b.shape.size() == b.global_shape.size() && b.offset.size() == b.global_shape.size() &&
+                   b.global_shape == blocks.front().global_shape,
+               dir / b.file, ": ", b.tensor, " has an inconsistent manifest entry");
       for (size_t d = 0; d < b.shape.size(); ++d)
         MT_CHECK(b.offset[d] >= 0 && b.offset[d] + b.shape[d] <= b.global_shape[d], dir / b.file, ": block of ", key,
                  " lies outside its global shape ", at::IntArrayRef(b.global_shape));
@@ -223,9 +242,9 @@ TrainerState load_training_checkpoint(const fs::path& dir, parallel::ParallelMod
     MT_CHECK(it != saved.end(), dir, " has no tensor ", b.key);
     MT_CHECK(it->second.front().global_shape == b.place->global_shape, dir, ": ", b.key, " has global shape ",
              at::IntArrayRef(it->second.front().global_shape), " but the model needs ", at::IntArrayRef(b.place->global_shape));
-    auto local = b.local;
-    const int64_t copied = fill_from(it->second, dir, b.key, local, b.place->offset, files);
-    MT_CHECK(copied == local.numel(), dir, ": the saved blocks of ", b.key, " cover ", copied, " of the ", local.numel(),
+    int64_t copied = 0;
+    for (auto& box : b.place->boxes(b.local)) copied += fill_from(it->second, dir, box.local, box.offset, files);
+    MT_CHECK(copied == b.local.numel(), dir, ": the saved blocks of ", b.key, " cover ", copied, " of the ", b.local.numel(),
              " elements this rank needs");
   }
   auto step = saved.find("optim.step");

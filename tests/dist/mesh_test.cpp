@@ -38,6 +38,21 @@ TEST(DeviceMesh, ExpertGroupsAreBlocksOfTheDpShardCpRanks) {
   EXPECT_THROW(dist::resolve_mesh_sizes(s, 8), UsageError);
 }
 
+TEST(DeviceMesh, RouterMaskingDrawsEpStridedFromTheTpGroupAndEtpFromItsBlocks) {
+  auto s = sizes(2, 1, 1, 1, 4);  // tp groups 0-3 and 4-7
+  s.ep = 2;
+  s.ep_in_tp = true;
+  dist::DeviceMesh mesh(s, 5);  // tp coordinate 1
+  EXPECT_EQ(mesh.group_ranks("ep"), (std::vector<int>{5, 7}));
+  EXPECT_EQ(mesh.group_ranks("etp"), (std::vector<int>{4, 5}));
+  EXPECT_EQ(mesh.group_ranks("ep_replicate"), (std::vector<int>{1, 5}));
+  EXPECT_EQ(mesh.size("etp"), 2);
+  EXPECT_EQ(mesh.size("ep_replicate"), 2);
+  EXPECT_EQ(mesh.expert_tensor_dim(), "etp");
+  s.ep = 3;
+  EXPECT_THROW(dist::resolve_mesh_sizes(s, 8), UsageError);
+}
+
 TEST(DeviceMesh, SizesMustMultiplyToTheWorld) {
   EXPECT_EQ(dist::resolve_mesh_sizes(sizes(2, -1, 1, 1, 2), 8).dp_shard, 2);
   try {

@@ -1,7 +1,8 @@
 // tp_plans and tensor parallelism: plan parsing and lookup precedence, and a Llama sharded by
 // the plan (colwise, rowwise, colwise_gather_output, rowwise_split_input, embedding_rowwise,
-// replicated kv heads, sequence parallelism, vocab-parallel loss) on 2 to 4 ranks against the
-// serial model (outputs, loss and every gradient), uneven and empty shards included.
+// packed_colwise / packed_rowwise, replicated kv heads, sequence parallelism, vocab-parallel
+// loss), and MoE experts sharded inside or over ep, on 2 to 4 ranks against the serial model
+// (outputs, loss and every gradient), uneven and empty shards included.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -64,9 +65,7 @@ SerialRun serial_run(const models::LlamaConfig& config, const at::Tensor& ids, c
 void expect_grads_are_blocks_of(const models::LlamaForCausalLM& model, const SerialRun& serial, int rank) {
   for (auto& [name, p] : model.named_params()) {
     const auto& place = model.placement(name);
-    at::Tensor expected = serial.grads.at(name);
-    for (size_t d = 0; d < place.offset.size(); ++d)
-      expected = expected.narrow(static_cast<int64_t>(d), place.offset[d], p.size(static_cast<int64_t>(d)));
+    const auto expected = place.local_of(serial.grads.at(name), p.sizes());
     // Relative to the tensor's largest entry: summation order moves small entries by fp32 noise.
     if (expected.numel() == 0) continue;
     const double difference = (p.grad() - expected).abs().max().item<double>();
@@ -84,7 +83,12 @@ void expect_loss_and_grads_equal_serial(const models::LlamaConfig& config, int64
   auto ids = at::randint(0, config.vocab_size, {2, seq_len});
   auto targets = nn::shift_labels(ids);
   const auto serial = serial_run(config, ids, targets);
-  run_ranks(tp_sizes(tp), [&](std::shared_ptr<dist::DeviceMesh> mesh) {
+  auto mesh_sizes = tp_sizes(tp);
+  if (options.ep_mode == parallel::EpMode::AllReduce) {  // ep ranks drawn from the tp group
+    mesh_sizes.ep = options.ep_size;
+    mesh_sizes.ep_in_tp = true;
+  }
+  run_ranks(mesh_sizes, [&](std::shared_ptr<dist::DeviceMesh> mesh) {
     auto model = std::make_shared<models::LlamaForCausalLM>(config);
     model->init_weights(4);
     parallel::ParallelModel pm(model, mesh, options);
@@ -162,9 +166,7 @@ TEST(TensorParallel, ModelOutputsAndGradientsEqualSerialIncludingUnevenAndEmptyS
       (out * weights).sum().backward();
       for (auto& [name, p] : model->named_params()) {
         const auto& place = model->placement(name);
-        at::Tensor expected = want.at(name);
-        for (size_t d = 0; d < place.offset.size(); ++d)
-          expected = expected.narrow(static_cast<int64_t>(d), place.offset[d], p.size(static_cast<int64_t>(d)));
+        const auto expected = place.local_of(want.at(name), p.sizes());
         EXPECT_TRUE(at::allclose(p.grad(), expected, 1e-4, 1e-5)) << name << " rank " << mesh->rank();
       }
     });
@@ -180,9 +182,64 @@ TEST(TensorParallel, KvHeadsReplicatedWhenTpIsAMultipleOfThem) {
                "num_key_value_heads 3 is not divisible by tp_size 2 or vice versa");
 }
 
-TEST(TensorParallel, Qwen3MoeWithPerHeadNormsAndReplicatedExperts) {
+TEST(TensorParallel, PackedGateUpAndDownEqualSerial) {
+  // Each of gate_proj's and up_proj's 2 blocks of 8 rows split over tp: rank r holds [first_r | second_r].
+  parallel::ParallelOptions o;
+  o.tp_plan = plan_with({{"model.layers.*.mlp.gate_proj", "packed_colwise"},
+                         {"model.layers.*.mlp.up_proj", "packed_colwise"},
+                         {"model.layers.*.mlp.down_proj", "packed_rowwise"}});
+  expect_loss_and_grads_equal_serial(config_with(4, 2, 32, 16), 2, o);
+  expect_loss_and_grads_equal_serial(config_with(4, 2, 32, 16), 4, o);
+  o.sequence_parallel = true;
+  expect_loss_and_grads_equal_serial(config_with(4, 2, 32, 16), 2, o);
+  o.sequence_parallel = false;
+  expect_error([&] { expect_loss_and_grads_equal_serial(config_with(4, 2, 32, 9), 2, o); },
+               "Prepacked is not divisible by 2");
+  expect_error([&] { expect_loss_and_grads_equal_serial(config_with(4, 2, 32, 12), 4, o); },
+               "tp_size 4 does not divide 6");
+  o.tp_plan = plan_with({{"model.layers.*.mlp.gate_proj", "packed_colwise"}});
+  expect_error([&] { expect_loss_and_grads_equal_serial(config_with(4, 2, 32, 16), 2, o); },
+               "model.layers.0.mlp: packed_colwise input projections need a packed_rowwise output projection");
+  o.tp_plan = plan_with({{"model.layers.*.self_attn.q_proj", "packed_colwise"},
+                         {"model.layers.*.self_attn.k_proj", "packed_colwise"},
+                         {"model.layers.*.self_attn.v_proj", "packed_colwise"},
+                         {"model.layers.*.self_attn.o_proj", "packed_rowwise"}});
+  expect_error([&] { expect_loss_and_grads_equal_serial(config_with(4, 2, 32, 16), 2, o); },
+               "packed styles shard gate / up projections and their down projection only");
+}
+
+TEST(TensorParallel, MoeExpertsShardedInsideEqualSerial) {
+  // The default MoE plans shard each expert's gate_up_proj packed_colwise and down_proj rowwise.
+  for (auto name : {"mixtral-tiny", "qwen3-moe-tiny"}) {
+    auto config = models::LlamaConfig::load(std::filesystem::path(MESHTRAIN_SOURCE_DIR) / "configs" / name);
+    expect_loss_and_grads_equal_serial(config, 2, {});
+    expect_loss_and_grads_equal_serial(config, 4, {});
+    config.moe->capacity_factor = 0.75;  // drops assignments
+    expect_loss_and_grads_equal_serial(config, 2, {});
+  }
   auto config = models::LlamaConfig::load(std::filesystem::path(MESHTRAIN_SOURCE_DIR) / "configs/qwen3-moe-tiny");
-  expect_loss_and_grads_equal_serial(config, 2, {});
+  parallel::ParallelOptions o;  // experts replicated over tp, attention and dense layers sharded
+  o.tp_plan = parallel::TpPlan::hf_default("qwen3_moe", false);
+  expect_loss_and_grads_equal_serial(config, 2, o);
+  o.tp_plan = plan_with({{"model.layers.*.mlp.experts.gate_up_proj", "packed_colwise"}});
+  expect_error([&] { expect_loss_and_grads_equal_serial(config, 2, o); },
+               "model.layers.1.mlp.experts: the experts shard gate_up_proj packed_colwise and down_proj rowwise "
+               "together; the tp_plan gives packed_colwise and none");
+  // Router masking over every other rank of tp 4; the other pairs (etp) split each expert inside.
+  o.tp_plan.reset();
+  o.ep_size = 2;
+  o.ep_mode = parallel::EpMode::AllReduce;
+  expect_loss_and_grads_equal_serial(config, 4, o);
+  auto mesh_sizes = tp_sizes(4);
+  mesh_sizes.ep = 2;
+  mesh_sizes.ep_in_tp = true;
+  run_ranks(mesh_sizes, [&](std::shared_ptr<dist::DeviceMesh> mesh) {
+    auto model = std::make_shared<models::LlamaForCausalLM>(config);
+    parallel::ParallelModel pm(model, mesh, o);
+    const auto& place = model->placement("model.layers.1.mlp.experts.gate_up_proj");
+    EXPECT_EQ(place.mesh_dims, (std::vector<std::string>{"etp", "ep"}));
+    EXPECT_EQ(model->model->layers[1]->moe->experts->gate_up_proj.sizes(), (at::IntArrayRef{2, 64, 64}));
+  });
 }
 
 TEST(ExpertParallel, RouterMaskingOverTpEqualsSerialDroplessAndWithCapacity) {
@@ -207,14 +264,18 @@ TEST(ExpertParallel, RouterMaskingOverTpEqualsSerialDroplessAndWithCapacity) {
 }
 
 TEST(ExpertParallel, TokenDispatchOverDpShardEqualsSerial) {
-  // Each of dp_shard 2 (and 4) ranks routes its own rows; the experts are split over ep.
-  for (auto [dp_shard, ep] : {std::pair<int64_t, int64_t>{2, 2}, {4, 4}, {4, 2}}) {
+  // Each of dp_shard 2 (and 4) ranks routes its own rows; the experts are split over ep, and
+  // inside over tp when tp > 1.
+  struct Layout {
+    int64_t dp_shard, ep, tp;
+  };
+  for (auto [dp_shard, ep, tp] : {Layout{2, 2, 1}, {4, 4, 1}, {4, 2, 1}, {2, 2, 2}}) {
     auto config = models::LlamaConfig::load(std::filesystem::path(MESHTRAIN_SOURCE_DIR) / "configs/mixtral-tiny");
     at::manual_seed(5);
     auto ids = at::randint(0, config.vocab_size, {4, 10});
     auto targets = nn::shift_labels(ids);
     const auto serial = serial_run(config, ids, targets);
-    auto mesh_sizes = meshtrain::testing::sizes(1, dp_shard);
+    auto mesh_sizes = meshtrain::testing::sizes(1, dp_shard, 1, 1, tp);
     mesh_sizes.ep = ep;
     run_ranks(mesh_sizes, [&](std::shared_ptr<dist::DeviceMesh> mesh) {
       auto model = std::make_shared<models::LlamaForCausalLM>(config);
@@ -321,9 +382,7 @@ TEST(TensorParallel, LoadingReadsOnlyEachRanksSliceAndFsdpOverTpSharesTheSameBlo
       for (size_t i = 0; i < params.size(); ++i) {
         auto& [name, p] = params[i];
         const auto& place = model->placement(name);
-        at::Tensor want = serial_params[i].second;
-        for (size_t d = 0; d < place.offset.size(); ++d)
-          want = want.narrow(static_cast<int64_t>(d), place.offset[d], p.size(static_cast<int64_t>(d)));
+        const auto want = place.local_of(serial_params[i].second, p.sizes());
         EXPECT_TRUE(at::equal(p, want)) << name;
         // The block is read as a slice along its first split dim, then narrowed on the others.
         auto read_shape = place.global_shape;

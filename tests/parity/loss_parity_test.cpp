@@ -1,6 +1,8 @@
-// Data-parallel layouts against one rank: DDP, FSDP and HSDP on 2 and 4 ranks (threads over
-// Gloo on loopback) train llama-tiny for 20 steps with the same global batch; every step's loss
-// must be within 1e-5 relative of the single-rank run, and so must the final parameters.
+// Parallel layouts against one rank: data (DDP, FSDP, HSDP), tensor (plain and packed, with
+// sequence and loss parallelism), context, Ulysses and expert parallelism on 2 to 4 ranks
+// (threads over Gloo on loopback) train tiny models for 20 steps with the same global batch;
+// every step's loss must be within 1e-5 relative of the single-rank run, and the final
+// parameters within 1e-5 (data parallelism) or 1e-3 (the others).
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -86,6 +88,25 @@ void expect_parity(const Run& run, bool keep_dir = false, double param_tol = 1e-
   if (!keep_dir) fs::remove_all(run.dir);
 }
 
+// Llama's plan with some rules changed.
+parallel::ParallelOptions llama_plan_with(const std::map<std::string, std::string>& changes) {
+  const auto defaults = parallel::TpPlan::llama_default();
+  std::map<std::string, std::string> rules;
+  for (auto& [k, v] : defaults.rules()) rules[k] = parallel::tp_style_name(v);
+  for (auto& [k, v] : changes) rules[k] = v;
+  parallel::ParallelOptions o;
+  o.tp_plan = parallel::TpPlan(rules);
+  return o;
+}
+
+// Llama's MLP under packed styles: rank r holds [first_r | second_r] of gate_proj's and
+// up_proj's rows and the same columns of down_proj.
+parallel::ParallelOptions packed_mlp() {
+  return llama_plan_with({{"model.layers.*.mlp.gate_proj", "packed_colwise"},
+                          {"model.layers.*.mlp.up_proj", "packed_colwise"},
+                          {"model.layers.*.mlp.down_proj", "packed_rowwise"}});
+}
+
 }  // namespace
 
 TEST(LossParity, Ddp2WithSmallBuckets) {
@@ -116,25 +137,27 @@ TEST(LossParity, CheckpointOfFsdp4ResumesUnderDdp2AndOnOneRank) {
   fs::remove_all(fsdp.dir);
 }
 
-TEST(HfExport, GatheredFromFsdpShardsIsByteIdenticalToTheSingleRankExport) {
+TEST(HfExport, GatheredFromFsdpAndPackedShardsIsByteIdenticalToTheSingleRankExport) {
   auto config = models::LlamaConfig::load(fs::path(MESHTRAIN_SOURCE_DIR) / "tests/golden/llama-tied-llama3");
   auto base = fs::temp_directory_path() / ("mt_export_" + std::to_string(::getpid()));
   fs::remove_all(base);
-  auto export_with = [&](const dist::MeshSizes& mesh_sizes, const std::string& name) {
+  auto export_with = [&](const dist::MeshSizes& mesh_sizes, const std::string& name,
+                         const parallel::ParallelOptions& options = {}) {
     run_ranks(mesh_sizes, [&](std::shared_ptr<dist::DeviceMesh> mesh) {
       auto model = std::make_shared<models::LlamaForCausalLM>(config);
       model->init_weights(9);
-      parallel::ParallelModel pm(model, mesh, {});
+      parallel::ParallelModel pm(model, mesh, options);
       train::export_hf_checkpoint(pm, base / name, /*max_shard_bytes=*/60000);
     });
   };
   export_with(sizes(1, 1), "single");
   export_with(sizes(1, 3), "fsdp3");
   export_with(sizes(2, 2), "hsdp");
+  export_with(sizes(1, 2, 1, 1, 2), "tp2_fsdp2_packed", packed_mlp());  // repacked to gate ‖ up
   int files = 0;
   for (auto& entry : fs::directory_iterator(base / "single")) {
     const auto file = entry.path().filename();
-    for (auto other : {"fsdp3", "hsdp"}) {
+    for (auto other : {"fsdp3", "hsdp", "tp2_fsdp2_packed"}) {
       ASSERT_TRUE(fs::exists(base / other / file)) << file;
       auto a = meshtrain::testing::read_bytes(entry.path()), b = meshtrain::testing::read_bytes(base / other / file);
       EXPECT_TRUE(a == b) << other << "/" << file << " differs";
@@ -166,6 +189,19 @@ TEST(LossParity, TensorParallel2TimesFsdp2) {
   expect_parity(train_layout("tp2_fsdp2", sizes(1, 2, 1, 1, 2), 1), false, 1e-3);
 }
 
+TEST(LossParity, PackedTensorParallel2CheckpointResumesOnOneRankAndUnderFsdp2) {
+  auto packed = train_layout("tp2_packed", sizes(1, 1, 1, 1, 2), 2, packed_mlp(), /*save_steps=*/10);
+  expect_parity(packed, /*keep_dir=*/true, 1e-3);
+  const auto ckpt = (packed.dir / "checkpoint-10").string();
+  auto one = train_layout("packed_on_one", sizes(1, 1), 2, {}, 0, ckpt);
+  EXPECT_EQ(one.losses.size(), 10u);
+  expect_parity(one, false, 1e-3);
+  auto fsdp = train_layout("packed_tp2_fsdp2", sizes(1, 2, 1, 1, 2), 1, packed_mlp(), 0, ckpt);
+  EXPECT_EQ(fsdp.losses.size(), 10u);
+  expect_parity(fsdp, false, 1e-3);
+  fs::remove_all(packed.dir);
+}
+
 TEST(LossParity, UnevenTensorParallel3) {
   // 6 heads / 3 kv heads of 8; intermediate 176 -> 59, 59, 58; vocab 256 -> 86, 86, 84 with a
   // vocab-parallel embedding.
@@ -175,10 +211,7 @@ TEST(LossParity, UnevenTensorParallel3) {
   j["num_key_value_heads"] = 3;
   j["head_dim"] = 8;
   auto config = models::LlamaConfig::from_json(j, "tp3");
-  parallel::ParallelOptions o;
-  std::map<std::string, std::string> rules = {{"model.embed_tokens", "embedding_rowwise"}};
-  for (auto& [k, v] : o.tp_plan.rules()) rules[k] = parallel::tp_style_name(v);
-  o.tp_plan = parallel::TpPlan(rules);
+  auto o = llama_plan_with({{"model.embed_tokens", "embedding_rowwise"}});
   auto ref = train_layout("tp3_single", sizes(1, 1), 1, {}, 0, "", config);
   expect_parity(train_layout("tp3", sizes(1, 1, 1, 1, 3), 1, o, 0, "", config), false, 1e-3, ref);
   fs::remove_all(ref.dir);
@@ -215,7 +248,8 @@ TEST(LossParity, Ulysses2TimesTensorParallel2AndTimesFsdp2) {
   expect_parity(train_layout("sp2_fsdp2", sizes(1, 2, 1, 2), 1), false, 1e-3);
 }
 
-// MoE: expert parallelism in router-masking mode over the tp group (aux loss in the gradients).
+// MoE: expert parallelism in router-masking mode over the tp group (aux loss in the gradients):
+// ep 2 = tp, and ep 2 in tp 4, where the pairs of ranks holding the same experts split them inside.
 TEST(LossParity, MixtralAndQwen3MoeExpertParallel2AllReduce) {
   parallel::ParallelOptions o;
   o.ep_size = 2;
@@ -223,14 +257,20 @@ TEST(LossParity, MixtralAndQwen3MoeExpertParallel2AllReduce) {
   for (auto name : {"mixtral-tiny", "qwen3-moe-tiny"}) {
     auto config = models::LlamaConfig::load(fs::path(MESHTRAIN_SOURCE_DIR) / "configs" / name);
     auto ref = train_layout(std::string(name) + "_single", sizes(1, 1), 1, {}, 0, "", config);
-    expect_parity(train_layout(std::string(name) + "_ep2", sizes(1, 1, 1, 1, 2), 1, o, 0, "", config), false, 1e-3,
-                  ref);
+    for (int64_t tp : {2, 4}) {
+      auto mesh_sizes = sizes(1, 1, 1, 1, tp);
+      mesh_sizes.ep = 2;
+      mesh_sizes.ep_in_tp = true;
+      expect_parity(train_layout(std::string(name) + "_ep2_tp" + std::to_string(tp), mesh_sizes, 1, o, 0, "", config),
+                    false, 1e-3, ref);
+    }
     fs::remove_all(ref.dir);
   }
 }
 
-// MoE: token-dispatch expert parallelism over ep ranks drawn from dp_shard × cp.
-TEST(LossParity, MixtralAndQwen3MoeExpertParallelAllToAll) {
+// MoE: token-dispatch expert parallelism over ep ranks drawn from dp_shard × cp, and tensor
+// parallelism inside the experts (the default MoE plans), alone and under ep.
+TEST(LossParity, MixtralAndQwen3MoeExpertParallelAllToAllAndTensorParallelExperts) {
   struct Layout {
     const char* name;
     dist::MeshSizes sizes;
@@ -239,7 +279,7 @@ TEST(LossParity, MixtralAndQwen3MoeExpertParallelAllToAll) {
   for (auto model : {"mixtral-tiny", "qwen3-moe-tiny"}) {
     auto config = models::LlamaConfig::load(fs::path(MESHTRAIN_SOURCE_DIR) / "configs" / model);
     auto ref = train_layout(std::string(model) + "_single", sizes(1, 1), 1, {}, 0, "", config);
-    for (auto layout : {Layout{"ep2", sizes(1, 2), 2}, Layout{"ep4", sizes(1, 4), 4},
+    for (auto layout : {Layout{"ep2", sizes(1, 2), 2}, Layout{"ep4", sizes(1, 4), 4}, Layout{"tp2", sizes(1, 1, 1, 1, 2), 1},
                         Layout{"ep2_tp2", sizes(1, 2, 1, 1, 2), 2}, Layout{"ep2_cp2", sizes(1, 1, 2), 2}}) {
       parallel::ParallelOptions o;
       o.ep_size = layout.ep;
@@ -249,4 +289,21 @@ TEST(LossParity, MixtralAndQwen3MoeExpertParallelAllToAll) {
     }
     fs::remove_all(ref.dir);
   }
+}
+
+// A checkpoint of experts split over ep and inside over tp resumes on one rank.
+TEST(LossParity, CheckpointOfMixtralEp2TimesExpertTp2ResumesOnOneRank) {
+  auto config = models::LlamaConfig::load(fs::path(MESHTRAIN_SOURCE_DIR) / "configs/mixtral-tiny");
+  auto ref = train_layout("mixtral_ref", sizes(1, 1), 1, {}, 0, "", config);
+  parallel::ParallelOptions o;
+  o.ep_size = 2;
+  auto mesh_sizes = sizes(1, 2, 1, 1, 2);
+  mesh_sizes.ep = 2;
+  auto saving = train_layout("mixtral_ep2_tp2_saving", mesh_sizes, 1, o, /*save_steps=*/10, "", config);
+  expect_parity(saving, /*keep_dir=*/true, 1e-3, ref);
+  auto one = train_layout("mixtral_resumed", sizes(1, 1), 1, {}, 0, (saving.dir / "checkpoint-10").string(), config);
+  EXPECT_EQ(one.losses.size(), 10u);
+  expect_parity(one, false, 1e-3, ref);
+  fs::remove_all(saving.dir);
+  fs::remove_all(ref.dir);
 }

@@ -148,6 +148,15 @@ TEST(DistributedCli, MixtralTrainsWithExpertParallelismAndABadEpSizeIsRejected) 
   std::string first;
   std::getline(metrics, first);
   EXPECT_NE(first.find("tokens_per_expert"), std::string::npos) << first;
+  // Router masking over every other rank of tp 4; the pairs holding the same experts split them inside.
+  auto masked = temp_dir("moe_allreduce");
+  auto r4 = run_command(kBin + " launch -n 4 --" + train_args(masked, 2) + moe +
+                        " --tp_size 4 --ep_size 2 --ep_mode allreduce");
+  ASSERT_EQ(r4.exit_code, 0) << r4.err;
+  auto c = losses(masked / "metrics.jsonl");
+  ASSERT_EQ(c.size(), a.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(c[i], a[i], 1e-5 * a[i]);
+  fs::remove_all(masked);
   // A capacity factor drops assignments and counts them.
   auto dropping = temp_dir("moe_drop");
   auto r2 = run_command(kBin + train_args(dropping, 2) + moe + " --moe_capacity_factor 0.5");
