@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <mutex>
 
+#include "llama_small.h"
 #include "nn/causal_lm_loss.h"
 #include "support/run_ranks.h"
 #include "train/adamw.h"
@@ -23,20 +24,6 @@ namespace {
 
 constexpr int64_t kGlobalBatch = 8, kSeq = 256;
 
-models::LlamaConfig config_of(bool moe) {
-  auto j = models::LlamaConfig::load(fs::path(MESHTRAIN_SOURCE_DIR) / "configs/llama-small").raw;
-  if (moe) {
-    j["model_type"] = "mixtral";
-    j["architectures"] = {"MixtralForCausalLM"};
-    j["num_local_experts"] = 8;
-    j["num_experts_per_tok"] = 2;
-    j["intermediate_size"] = 344;
-    j["output_router_logits"] = true;
-    j["router_aux_loss_coef"] = 0.02;
-  }
-  return models::LlamaConfig::from_json(j, moe ? "llama-small-moe" : "llama-small");
-}
-
 struct Result {
   double tokens_per_s = 0, bytes_per_step = 0, formula = 0;
 };
@@ -48,7 +35,7 @@ Result measure(bool moe, int64_t ep, int steps) {
   sizes.ep = ep;
   testing::run_ranks(sizes, [&](std::shared_ptr<dist::DeviceMesh> mesh) {
     at::set_num_threads(ep == 1 ? 2 : 1);
-    const auto config = config_of(moe);
+    const auto config = bench::llama_small(moe);
     auto model = std::make_shared<models::LlamaForCausalLM>(config);
     parallel::ParallelOptions options;
     options.ep_size = ep;

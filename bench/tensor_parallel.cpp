@@ -1,10 +1,12 @@
 // Tensor and sequence parallelism: for tp 1, 2 and 4 (threads over Gloo on loopback), with and
-// without Megatron sequence parallelism and vocab-parallel loss, trains llama-small steps and
-// reports per rank the bytes its tp collectives sent per step against Megatron's count (per
-// layer, forward + backward, four all-reduces of B·T·D, or the same volume as all-gathers and
-// reduce-scatters with sequence parallelism) plus the output layer's own traffic, and the
-// activation memory a rank holds between forward and backward (heap in use, glibc mallinfo2,
-// averaged over the ranks). Run: build/bench_tensor_parallel [steps]
+// without Megatron sequence parallelism and vocab-parallel loss, with the MLP packed, and for the
+// MoE llama-small with its experts split inside, trains steps and reports per rank the bytes its
+// tp collectives sent per step against Megatron's count (per layer, forward + backward, four
+// all-reduces of B·T·D, or the same volume as all-gathers and reduce-scatters with sequence
+// parallelism; MoE layers add the routing weights' all-reduce in backward) plus the output
+// layer's own traffic, the parameters a rank holds, and the activation memory a rank holds
+// between forward and backward (heap in use, glibc mallinfo2, averaged over the ranks).
+// Run: build/bench_tensor_parallel [steps]
 #include <malloc.h>
 #include <torch/torch.h>
 
@@ -13,6 +15,7 @@
 #include <mutex>
 
 #include "dist/collectives.h"
+#include "llama_small.h"
 #include "nn/causal_lm_loss.h"
 #include "support/run_ranks.h"
 #include "train/adamw.h"
@@ -26,7 +29,13 @@ namespace {
 constexpr int64_t kBatch = 4, kSeq = 512;
 
 struct Result {
-  double bytes_per_step = 0, megatron = 0, head = 0, activation_bytes = 0, step_s = 0;
+  double bytes_per_step = 0, megatron = 0, head = 0, param_bytes = 0, activation_bytes = 0, step_s = 0;
+};
+
+struct Layout {
+  const char* name;
+  int64_t tp;
+  bool sp = false, loss = false, packed = false, moe = false;
 };
 
 double heap_in_use() {
@@ -34,17 +43,27 @@ double heap_in_use() {
   return static_cast<double>(m.uordblks + m.hblkhd);
 }
 
-Result measure(int64_t tp, bool sequence_parallel, bool loss_parallel, int steps) {
+Result measure(const Layout& layout, int steps) {
+  const int64_t tp = layout.tp;
+  const bool sequence_parallel = layout.sp, loss_parallel = layout.loss;
   Result result;
   std::mutex mu;
   double activation_sum = 0;
   testing::run_ranks(testing::sizes(1, 1, 1, 1, tp), [&](std::shared_ptr<dist::DeviceMesh> mesh) {
     at::set_num_threads(1);
-    auto config = models::LlamaConfig::load(fs::path(MESHTRAIN_SOURCE_DIR) / "configs/llama-small");
+    const auto config = bench::llama_small(layout.moe);
     auto model = std::make_shared<models::LlamaForCausalLM>(config);
     parallel::ParallelOptions options;
     options.sequence_parallel = sequence_parallel;
     options.loss_parallel = loss_parallel;
+    if (layout.packed) {
+      std::map<std::string, std::string> rules;
+      const auto defaults = parallel::TpPlan::llama_default();
+      for (auto& [k, v] : defaults.rules()) rules[k] = parallel::tp_style_name(v);
+      rules["model.layers.*.mlp.gate_proj"] = rules["model.layers.*.mlp.up_proj"] = "packed_colwise";
+      rules["model.layers.*.mlp.down_proj"] = "packed_rowwise";
+      options.tp_plan = parallel::TpPlan(rules);
+    }
     auto pm = std::make_shared<parallel::ParallelModel>(model, mesh, options);
     model->init_weights(1);
     train::AdamW opt(model->named_params(), {});
@@ -79,6 +98,7 @@ Result measure(int64_t tp, bool sequence_parallel, bool loss_parallel, int steps
       const double btd = 4.0 * kBatch * kSeq * config.hidden_size, bt = 4.0 * kBatch * kSeq;
       result.bytes_per_step = static_cast<double>(group.bytes_sent()) / steps;
       result.megatron = config.num_hidden_layers * 4 * 2 * share * btd;
+      if (config.moe) result.megatron += config.num_hidden_layers * 2 * share * bt * config.moe->num_experts_per_tok;
       // The output layer: the logits all-gathered (or, vocab-parallel, the max and the sums of
       // exponentials and target logits all-reduced), and the input gradient all-reduced (with
       // sequence parallelism, the input all-gathered and its gradient reduce-scattered). With
@@ -86,6 +106,7 @@ Result measure(int64_t tp, bool sequence_parallel, bool loss_parallel, int steps
       result.head = (loss_parallel ? 3 * 2 * share * bt : share * bt * config.vocab_size) + 2 * share * btd +
                     (sequence_parallel ? share * btd : 0.0);
       result.step_s = seconds / steps;
+      for (auto& [name, p] : model->named_params()) result.param_bytes += static_cast<double>(p.numel()) * 4;
       result.activation_bytes = activation_sum;
     }
   });
@@ -98,22 +119,19 @@ int main(int argc, char** argv) {
   const int steps = argc > 1 ? std::atoi(argv[1]) : 3;
   std::printf("llama-small, batch %lld x seq %lld, fp32, %d steps after one warm-up; one thread per rank\n",
               (long long)kBatch, (long long)kSeq, steps);
-  std::printf("%-22s %4s %16s %16s %14s %8s %16s %8s\n", "layout", "tp", "bytes/step/rank", "megatron layers",
-              "output layer", "ratio", "activations/rank", "step s");
-  struct Layout {
-    const char* name;
-    int64_t tp;
-    bool sp, loss;
-  };
-  for (auto& [name, tp, sp, loss] :
-       {Layout{"single", 1, false, false}, Layout{"tp", 2, false, false}, Layout{"tp+sp", 2, true, false},
-        Layout{"tp+sp+loss_parallel", 2, true, true}, Layout{"tp", 4, false, false}, Layout{"tp+sp", 4, true, false},
-        Layout{"tp+sp+loss_parallel", 4, true, true}}) {
-    auto r = measure(tp, sp, loss, steps);
+  std::printf("%-26s %4s %16s %16s %14s %8s %14s %16s %8s\n", "layout", "tp", "bytes/step/rank", "megatron layers",
+              "output layer", "ratio", "params/rank", "activations/rank", "step s");
+  for (auto& layout :
+       {Layout{"single", 1}, Layout{"tp", 2}, Layout{"tp+sp", 2, true}, Layout{"tp+sp+loss_parallel", 2, true, true},
+        Layout{"tp, packed mlp", 2, false, false, true}, Layout{"tp", 4}, Layout{"tp+sp", 4, true},
+        Layout{"tp+sp+loss_parallel", 4, true, true}, Layout{"moe single", 1, false, false, false, true},
+        Layout{"moe tp, experts split", 2, false, false, false, true},
+        Layout{"moe tp, experts split", 4, false, false, false, true}}) {
+    auto r = measure(layout, steps);
     const double expected = r.megatron + r.head;
-    std::printf("%-22s %4lld %16.0f %16.0f %14.0f %8.3f %13.2f MB %8.3f\n", name, (long long)tp, r.bytes_per_step,
-                r.megatron, r.head, expected > 0 ? r.bytes_per_step / expected : 0.0, r.activation_bytes / 1e6,
-                r.step_s);
+    std::printf("%-26s %4lld %16.0f %16.0f %14.0f %8.3f %11.2f MB %13.2f MB %8.3f\n", layout.name, (long long)layout.tp,
+                r.bytes_per_step, r.megatron, r.head, expected > 0 ? r.bytes_per_step / expected : 0.0,
+                r.param_bytes / 1e6, r.activation_bytes / 1e6, r.step_s);
   }
   return 0;
 }

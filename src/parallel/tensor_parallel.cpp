@@ -139,24 +139,6 @@ struct BlockEntry : nn::BlockInputStyle {
   Input input_;
 };
 
-// all_reduce / gather: the module's output summed over tp (backward: identity).
-struct AllReduceStyle : nn::LinearStyle {
-  explicit AllReduceStyle(Group& g) : g_(g) {}
-  at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const override {
-    return dist::reduce_from_group(at::linear(x, w, b), g_);
-  }
-  Group& g_;
-};
-
-// A replicated parameter whose gradient is summed over tp (each rank saw its own heads).
-struct GradAllreduceStyle : nn::LinearStyle {
-  explicit GradAllreduceStyle(Group& g) : g_(g) {}
-  at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const override {
-    return at::linear(x, dist::copy_to_group(w, g_), b.defined() ? dist::copy_to_group(b, g_) : b);
-  }
-  Group& g_;
-};
-
 struct Sharding {
   std::vector<int64_t> sizes;
   int64_t offset;
@@ -226,6 +208,9 @@ void shard_linear(models::LlamaForCausalLM& model, const std::string& path, nn::
     case TpStyle::Colwise:
     case TpStyle::ColwiseGatherOutput:
     case TpStyle::LocalColwise: {
+      // Upstream's local_* layers leave the one f and g to the block: so do they here.
+      MT_CHECK(style != TpStyle::LocalColwise || entered, "style local_colwise on ", path,
+               ": its block's input projections must all be of the colwise family, whose entry gives it its input");
       if (is_kv_projection(path) && c.num_key_value_heads < tp) {
         const int64_t kv_head = g.rank() / (tp / c.num_key_value_heads);
         linear.set_style(std::make_shared<ReplicatedKvStyle>(g, input, kv_head * c.head_dim, c.head_dim));
@@ -242,19 +227,22 @@ void shard_linear(models::LlamaForCausalLM& model, const std::string& path, nn::
         report.logits_vocab_sharded = true;
         report.vocab_offset = s.offset;
       }
-      linear.set_style(std::make_shared<ColwiseStyle>(g, style == TpStyle::LocalColwise ? Input::Local : input,
-                                                      gather, s.sizes));
+      linear.set_style(std::make_shared<ColwiseStyle>(g, input, gather, s.sizes));
       return;
     }
     case TpStyle::Rowwise:
     case TpStyle::RowwiseSplitInput:
     case TpStyle::LocalRowwise: {
+      // The block's one reduction happens here, where upstream's gather parent sums local_rowwise's
+      // partial outputs (and its bias is added once, after it).
+      MT_CHECK(style != TpStyle::LocalRowwise || entered, "style local_rowwise on ", path,
+               ": its partial sums are reduced at the block's exit, which needs the block's input projections "
+               "all of the colwise family");
       auto s = chunk(linear.weight.size(1), g);
       shard_param(model, path + ".weight", linear.weight, 1, s, g);
       // Added to this rank's sequence shard only: its gradient is partial.
       if (has_bias && output == Output::SequenceScatter) report.partial_grad_params.push_back(path + ".bias");
-      linear.set_style(std::make_shared<RowwiseStyle>(g, style == TpStyle::RowwiseSplitInput,
-                                                      style == TpStyle::LocalRowwise ? Output::Local : output, s.sizes));
+      linear.set_style(std::make_shared<RowwiseStyle>(g, style == TpStyle::RowwiseSplitInput, output, s.sizes));
       return;
     }
     case TpStyle::PackedColwise:
@@ -276,14 +264,14 @@ void shard_linear(models::LlamaForCausalLM& model, const std::string& path, nn::
       return;
     }
     case TpStyle::AllReduce:
-      MT_CHECK(!sp, "style all_reduce on ", path, " is not supported with sequence parallelism");
-      linear.set_style(std::make_shared<AllReduceStyle>(g));
-      return;
-    case TpStyle::ReplicatedWithGradAllreduce:
-      MT_CHECK(!sp, "style replicated_with_grad_allreduce on ", path, " is not supported with sequence parallelism");
-      linear.set_style(std::make_shared<GradAllreduceStyle>(g));
-      return;
+      fail("style all_reduce (gather) on ", path, ": it sums a block's partial outputs, so it applies to an attention "
+           "or MLP block (or the experts), not to a Linear");
     case TpStyle::Local:
+      fail("style local on ", path, ": upstream loads it as the weight divided by the mesh size for a parent's sum, "
+           "which does not train like the serial model; use local_colwise / local_rowwise");
+    case TpStyle::ReplicatedWithGradAllreduce:
+      fail("style replicated_with_grad_allreduce on ", path, ": a Linear sees every token and head on each rank, so "
+           "its gradient is whole already; summing it over tp would count it tp times");
     case TpStyle::EmbeddingRowwise:
     case TpStyle::SequenceParallel:
     case TpStyle::MoeTpExperts:
@@ -299,7 +287,8 @@ void shard_experts(models::LlamaForCausalLM& model, const std::string& block, nn
   const std::string path = block + ".experts";
   auto style = [&](const std::string& param) {
     auto s = plan.style_of(path + "." + param);
-    return s && *s != TpStyle::MoeTpExperts ? s : std::nullopt;  // the module's own rule shards nothing
+    // The experts module's own rule (moe_tp_experts, or upstream's older gather) shards nothing.
+    return s && *s != TpStyle::MoeTpExperts && *s != TpStyle::AllReduce ? s : std::nullopt;
   };
   const auto gate_up = style("gate_up_proj"), down = style("down_proj");
   if ((!gate_up && !down) || g.size() == 1) return;
@@ -335,6 +324,7 @@ TpReport apply_tensor_parallel(models::LlamaForCausalLM& model, const dist::Devi
   // Blocks whose input projections are all colwise get one entry collective for all of them.
   // Sequence parallelism needs that everywhere, and the rowwise outputs that reduce-scatter.
   std::set<std::string> entered_blocks;
+  std::vector<std::string> paths;  // every module path a rule may name
   for (size_t i = 0; i < model.model->layers.size(); ++i) {
     const std::string layer = "model.layers." + std::to_string(i);
     struct Block {
@@ -344,10 +334,19 @@ TpReport apply_tensor_parallel(models::LlamaForCausalLM& model, const dist::Devi
     };
     for (const auto& [block, inputs, output] : {Block{layer + ".self_attn", {"q_proj", "k_proj", "v_proj"}, "o_proj"},
                                                 Block{layer + ".mlp", {"gate_proj", "up_proj"}, "down_proj"}}) {
-      const bool colwise_inputs = all_styled(plan, block, inputs, {TpStyle::Colwise, TpStyle::PackedColwise});
-      MT_CHECK(!sp || (colwise_inputs && all_styled(plan, block, {output}, {TpStyle::Rowwise, TpStyle::PackedRowwise})),
+      const bool colwise_inputs =
+          all_styled(plan, block, inputs, {TpStyle::Colwise, TpStyle::PackedColwise, TpStyle::LocalColwise});
+      const bool rowwise_output =
+          all_styled(plan, block, {output}, {TpStyle::Rowwise, TpStyle::PackedRowwise, TpStyle::LocalRowwise});
+      MT_CHECK(!sp || (colwise_inputs && rowwise_output),
                "sequence parallelism needs every attention and MLP block sharded colwise in, rowwise out by the "
                "tp_plan; ", block, " is not");
+      // A rule on the block itself: all_reduce (gather), the block's one reduction at its exit.
+      paths.push_back(block);
+      if (auto block_style = plan.style_of(block))
+        MT_CHECK(*block_style == TpStyle::AllReduce && colwise_inputs && rowwise_output, "style ",
+                 tp_style_name(*block_style), " on ", block, ": a block takes all_reduce (gather) only, with input "
+                 "projections of the colwise family and a rowwise-family output projection, where it reduces");
       // Packed features only meet their own kind: all of the block packed, or none of it.
       const bool packed_in = all_styled(plan, block, inputs, {TpStyle::PackedColwise});
       const bool packed_out = all_styled(plan, block, {output}, {TpStyle::PackedRowwise});
@@ -368,7 +367,6 @@ TpReport apply_tensor_parallel(models::LlamaForCausalLM& model, const dist::Devi
       shard_experts(model, layer + ".mlp", *moe, plan, mesh.group(mesh.expert_tensor_dim()));
     }
   }
-  std::vector<std::string> paths;
   bool embedding_sharded = false;
   Sharding vocab{};
   for (auto& item : model.named_modules("", /*include_self=*/false)) {
@@ -382,13 +380,17 @@ TpReport apply_tensor_parallel(models::LlamaForCausalLM& model, const dist::Devi
     paths.push_back(path);
     auto style = plan.style_of(path + ".weight");
     if (norm) {
-      MT_CHECK(!style || *style == TpStyle::SequenceParallel, "style ", tp_style_name(*style), " on ", path,
-               " is not supported for a norm (use sequence_parallel)");
       // Sequence-parallel norms see this rank's tokens; q_norm / k_norm of sharded attention
-      // see this rank's heads: either way their gradients are partial.
+      // see this rank's heads: either way their gradients are partial, and summed over tp.
       const bool per_head = path.ends_with("q_norm") || path.ends_with("k_norm");
-      if (sp || (per_head && entered_blocks.contains(parent_of(path))))
-        report.partial_grad_params.push_back(path + ".weight");
+      const bool partial = sp || (per_head && entered_blocks.contains(parent_of(path)));
+      MT_CHECK(!style || *style == TpStyle::SequenceParallel || *style == TpStyle::ReplicatedWithGradAllreduce,
+               "style ", tp_style_name(*style), " on ", path,
+               " is not supported for a norm (use sequence_parallel or replicated_with_grad_allreduce)");
+      MT_CHECK(style != TpStyle::ReplicatedWithGradAllreduce || partial, "style replicated_with_grad_allreduce on ",
+               path, ": this norm sees every token and head on each rank, so its gradient is whole already; summing "
+               "it over tp would count it tp times");
+      if (partial) report.partial_grad_params.push_back(path + ".weight");
       continue;
     }
     if (!style) {

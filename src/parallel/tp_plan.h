@@ -18,11 +18,11 @@ enum class TpStyle {
   PackedColwise,  // a fused gate ‖ up projection: rank r holds [gate_r | up_r] of the outputs
   PackedRowwise,  //   and of the inputs
   EmbeddingRowwise,
-  ReplicatedWithGradAllreduce,
-  LocalColwise,
+  ReplicatedWithGradAllreduce,  // a norm on head- or sequence-sharded activations: gradients summed over tp
+  LocalColwise,                 // colwise / rowwise whose f and g are their block's entry and exit
   LocalRowwise,
-  Local,
-  AllReduce,
+  Local,      // upstream's weight ÷ mesh size for a parent's sum: rejected, it does not train like serial
+  AllReduce,  // on a block (or the experts): where its partial outputs are summed
   SequenceParallel,  // a replicated norm on sequence-sharded activations: gradients summed over tp
   MoeTpExperts,      // the experts module whose weights are sharded: tokens in by f, outputs summed
 };

@@ -208,6 +208,49 @@ TEST(TensorParallel, PackedGateUpAndDownEqualSerial) {
                "packed styles shard gate / up projections and their down projection only");
 }
 
+TEST(TensorParallel, LocalStylesReduceOnceAtTheirBlocksExit) {
+  // Upstream's DeepSeek-style plan: local_* projections, the one sum at the gathered block.
+  parallel::ParallelOptions o;
+  o.tp_plan = plan_with({{"model.layers.*.self_attn.q_proj", "local_colwise"},
+                         {"model.layers.*.self_attn.k_proj", "local_colwise"},
+                         {"model.layers.*.self_attn.v_proj", "local_colwise"},
+                         {"model.layers.*.self_attn.o_proj", "local_rowwise"},
+                         {"model.layers.*.self_attn", "gather"},
+                         {"model.layers.*.mlp.gate_proj", "local_colwise"},
+                         {"model.layers.*.mlp.up_proj", "local_colwise"},
+                         {"model.layers.*.mlp.down_proj", "local_rowwise"},
+                         {"model.layers.*.mlp", "all_reduce"}});
+  expect_loss_and_grads_equal_serial(config_with(4, 2, 32, 10), 2, o);  // o_proj's bias added once
+  o.tp_plan = plan_with({{"model.layers.*.mlp.up_proj", ""}, {"model.layers.*.mlp.down_proj", "local_rowwise"}});
+  expect_error([&] { expect_loss_and_grads_equal_serial(config_with(4, 2, 32, 10), 2, o); },
+               "style local_rowwise on model.layers.0.mlp.down_proj: its partial sums are reduced at the block's exit");
+  o.tp_plan = plan_with({{"model.layers.*.mlp.up_proj", ""}, {"model.layers.*.mlp", "gather"}});
+  expect_error([&] { expect_loss_and_grads_equal_serial(config_with(4, 2, 32, 10), 2, o); },
+               "style all_reduce on model.layers.0.mlp: a block takes all_reduce (gather) only");
+  o.tp_plan = plan_with({{"model.layers.*.mlp.down_proj", "all_reduce"}});
+  expect_error([&] { expect_loss_and_grads_equal_serial(config_with(4, 2, 32, 10), 2, o); },
+               "it sums a block's partial outputs, so it applies to an attention or MLP block");
+  o.tp_plan = plan_with({{"model.layers.*.mlp.down_proj", "local"}});
+  expect_error([&] { expect_loss_and_grads_equal_serial(config_with(4, 2, 32, 10), 2, o); },
+               "style local on model.layers.0.mlp.down_proj");
+}
+
+TEST(TensorParallel, Qwen3MoeUpstreamPlanSumsPerHeadNormGradients) {
+  // transformers' Qwen3-MoE tp plan names q_norm / k_norm replicated_with_grad_allreduce.
+  auto config = models::LlamaConfig::load(std::filesystem::path(MESHTRAIN_SOURCE_DIR) / "configs/qwen3-moe-tiny");
+  const auto defaults = parallel::TpPlan::hf_default("qwen3_moe");
+  std::map<std::string, std::string> rules;
+  for (auto& [k, v] : defaults.rules()) rules[k] = parallel::tp_style_name(v);
+  rules["model.layers.*.self_attn.q_norm"] = rules["model.layers.*.self_attn.k_norm"] = "replicated_with_grad_allreduce";
+  parallel::ParallelOptions o;
+  o.tp_plan = parallel::TpPlan(rules);
+  expect_loss_and_grads_equal_serial(config, 2, o);
+  rules["model.norm"] = "replicated_with_grad_allreduce";  // sees every token and head: would count tp times
+  o.tp_plan = parallel::TpPlan(rules);
+  expect_error([&] { expect_loss_and_grads_equal_serial(config, 2, o); },
+               "style replicated_with_grad_allreduce on model.norm: this norm sees every token and head");
+}
+
 TEST(TensorParallel, MoeExpertsShardedInsideEqualSerial) {
   // The default MoE plans shard each expert's gate_up_proj packed_colwise and down_proj rowwise.
   for (auto name : {"mixtral-tiny", "qwen3-moe-tiny"}) {
@@ -265,11 +308,11 @@ TEST(ExpertParallel, RouterMaskingOverTpEqualsSerialDroplessAndWithCapacity) {
 
 TEST(ExpertParallel, TokenDispatchOverDpShardEqualsSerial) {
   // Each of dp_shard 2 (and 4) ranks routes its own rows; the experts are split over ep, and
-  // inside over tp when tp > 1.
+  // inside over tp when tp > 1. Without ep, FSDP shards the experts split inside.
   struct Layout {
     int64_t dp_shard, ep, tp;
   };
-  for (auto [dp_shard, ep, tp] : {Layout{2, 2, 1}, {4, 4, 1}, {4, 2, 1}, {2, 2, 2}}) {
+  for (auto [dp_shard, ep, tp] : {Layout{2, 2, 1}, {4, 4, 1}, {4, 2, 1}, {2, 2, 2}, {2, 1, 2}}) {
     auto config = models::LlamaConfig::load(std::filesystem::path(MESHTRAIN_SOURCE_DIR) / "configs/mixtral-tiny");
     at::manual_seed(5);
     auto ids = at::randint(0, config.vocab_size, {4, 10});
