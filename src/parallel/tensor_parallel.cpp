@@ -22,7 +22,7 @@ int64_t last_dim(const at::Tensor& t) { return t.dim() - 1; }
 // How a colwise-family layer receives its input.
 enum class Input {
   Replicated,       // f: identity forward, all-reduce of the input gradient
-  Local,            // already gathered by the block (sequence parallel), no communication
+  Local,            // already received by the block's entry, no communication
   SequenceSharded,  // all-gather on T, backward reduce-scatter (lm_head under sequence parallel)
 };
 
@@ -38,14 +38,12 @@ at::Tensor receive(const at::Tensor& x, Group& g, Input input) {
 // How a rowwise-family layer hands on its partial output.
 enum class Output {
   Reduced,          // g: all-reduce, backward identity
-  Local,            // partial sums stay local (a parent reduces)
   SequenceScatter,  // reduce-scatter on T, backward all-gather (sequence parallel)
 };
 
 at::Tensor hand_on(const at::Tensor& y, Group& g, Output output) {
   switch (output) {
     case Output::Reduced: return dist::reduce_from_group(y, g);
-    case Output::Local: return y;
     case Output::SequenceScatter: return dist::reduce_scatter_autograd(y, g, 1, sequence_shards(y.size(1), g.size()));
   }
   return y;
@@ -321,8 +319,9 @@ TpReport apply_tensor_parallel(models::LlamaForCausalLM& model, const dist::Devi
   MT_CHECK(c.num_key_value_heads % tp == 0 || tp % c.num_key_value_heads == 0, "num_key_value_heads ",
            c.num_key_value_heads, " is not divisible by tp_size ", tp, " or vice versa");
   TpReport report;
-  // Blocks whose input projections are all colwise get one entry collective for all of them.
-  // Sequence parallelism needs that everywhere, and the rowwise outputs that reduce-scatter.
+  // Blocks whose input projections are all of the colwise family get one entry collective for
+  // all of them. Sequence parallelism needs that everywhere, and the rowwise outputs that
+  // reduce-scatter.
   std::set<std::string> entered_blocks;
   std::vector<std::string> paths;  // every module path a rule may name
   for (size_t i = 0; i < model.model->layers.size(); ++i) {

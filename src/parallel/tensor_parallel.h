@@ -4,8 +4,17 @@
 // with their projections: num_attention_heads must divide by tp, and num_key_value_heads too
 // unless tp is a multiple of it, in which case each kv head is replicated over tp / kv ranks.
 //
+// packed_colwise / packed_rowwise shard a fused gate ‖ up projection and its down projection so
+// that rank r holds [gate_r | up_r] (each block split evenly). local_colwise / local_rowwise
+// leave their one f and g to their block's entry and exit, where upstream's gather parent sums
+// them; all_reduce (gather) names that block.
+//
+// MoE experts named by the plan (gate_up_proj packed_colwise, down_proj rowwise, as
+// transformers' Mixtral and Qwen3-MoE plans) are split inside over tp, or over its etp blocks
+// under router-masking expert parallelism; their tokens enter by f and their outputs are summed.
+//
 // Qwen3's q_norm / k_norm, shared by the heads of a sharded attention, get their gradients
-// summed over tp.
+// summed over tp (replicated_with_grad_allreduce, which the plan may also name).
 //
 // Megatron sequence parallelism (TpOptions::sequence_parallel) keeps the residual stream and
 // the norms sharded on the sequence between blocks: each attention / MLP block all-gathers its
