@@ -70,7 +70,7 @@ std::vector<std::string> DeviceMesh::dims_of(const std::string& name) const {
 
 int64_t DeviceMesh::size(const std::string& name) const {
   if (name == "ep") return sizes_.ep;
-  if (name == "etp") return sizes_.ep_in_tp ? sizes_.tp / sizes_.ep : 1;
+  if (name == "etp") return sizes_.ep_in_tp && sizes_.ep > 1 ? sizes_.tp / sizes_.ep : 1;
   if (name == "ep_replicate") return sizes_.product() / (sizes_.ep_in_tp ? sizes_.tp : sizes_.tp * sizes_.ep);
   int64_t n = 1;
   for (auto& dim : dims_of(name))

@@ -59,7 +59,7 @@ class DeviceMesh {
   // The group of a dim or flattened dim (solo groups when create_groups was not called).
   Group& group(const std::string& dim_or_flat) const;
   // The dim over which tensor parallelism splits each expert: "etp" under router masking, "tp" otherwise.
-  std::string expert_tensor_dim() const { return sizes_.ep_in_tp ? "etp" : "tp"; }
+  std::string expert_tensor_dim() const { return sizes_.ep_in_tp && sizes_.ep > 1 ? "etp" : "tp"; }
 
  private:
   std::vector<std::string> dims_of(const std::string& dim_or_flat) const;

@@ -143,14 +143,14 @@ class TpExpertsDispatcher : public nn::TokenDispatcher {
 };
 
 void shard_experts(models::LlamaForCausalLM& model, const std::string& name, at::Tensor& param,
-                   const std::string& dim, const nn::ExpertRange& mine) {
+                   const nn::ExpertRange& mine) {
   at::NoGradGuard no_grad;
   auto& place = model.placement(name);
   MT_CHECK(param.size(0) == place.global_shape[0], "expert parallelism expects all experts; ", name,
            " is already sharded on dim 0");
   param.set_data(param.narrow(0, mine.first, mine.count).clone());
   // After any tensor-parallel split inside the experts.
-  place.mesh_dims.push_back(dim);
+  place.mesh_dims.push_back("ep");
   place.placements.push_back(nn::Placement::shard(0));
   place.narrow(0, mine.first, mine.count);
 }
@@ -172,9 +172,8 @@ EpMode parse_ep_mode(const std::string& name) {
   throw UsageError("--ep_mode must be alltoall or allreduce, got '" + name + "'");
 }
 
-void apply_expert_parallel(models::LlamaForCausalLM& model, const dist::DeviceMesh& mesh, const std::string& dim,
-                           EpMode mode) {
-  auto& ep = mesh.group(dim);
+void apply_expert_parallel(models::LlamaForCausalLM& model, const dist::DeviceMesh& mesh, EpMode mode) {
+  auto& ep = mesh.group("ep");
   const auto& layers = model.model->layers;
   for (size_t i = 0; i < layers.size(); ++i) {
     auto& moe = layers[i]->moe;
@@ -188,8 +187,8 @@ void apply_expert_parallel(models::LlamaForCausalLM& model, const dist::DeviceMe
     const auto& dims = model.placement(prefix + "gate_up_proj").mesh_dims;
     const auto inner = mesh.expert_tensor_dim();
     const bool tp_sharded = std::find(dims.begin(), dims.end(), inner) != dims.end();
-    shard_experts(model, prefix + "gate_up_proj", moe->experts->gate_up_proj, dim, mine);
-    shard_experts(model, prefix + "down_proj", moe->experts->down_proj, dim, mine);
+    shard_experts(model, prefix + "gate_up_proj", moe->experts->gate_up_proj, mine);
+    shard_experts(model, prefix + "down_proj", moe->experts->down_proj, mine);
     std::shared_ptr<nn::TokenDispatcher> dispatcher;
     if (mode == EpMode::AllReduce) dispatcher = std::make_shared<RouterMaskingDispatcher>(ep, mine);
     else dispatcher = std::make_shared<AllToAllDispatcher>(ep, mine);

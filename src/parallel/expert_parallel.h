@@ -30,12 +30,10 @@ enum class EpMode { AllToAll, AllReduce };
 // "alltoall" | "allreduce"; anything else is a UsageError listing them.
 EpMode parse_ep_mode(const std::string& name);
 
-// Shards the experts of every MoE layer over the mesh dim `dim` (its placement records say so)
-// and installs the mode's dispatcher (token dispatch inside tensor parallelism of the experts,
-// when tp sharded them already). num_experts must divide by the dim's size (upstream's
-// message otherwise).
-void apply_expert_parallel(models::LlamaForCausalLM& model, const dist::DeviceMesh& mesh, const std::string& dim,
-                           EpMode mode);
+// Shards the experts of every MoE layer over the mesh's "ep" group (their placement records say
+// so) and installs the mode's dispatcher (inside tensor parallelism of the experts, when tp
+// split them already). num_experts must divide by ep (upstream's message otherwise).
+void apply_expert_parallel(models::LlamaForCausalLM& model, const dist::DeviceMesh& mesh, EpMode mode);
 
 // moe_tp_experts: the experts' weights sharded over tp (gate_up_proj packed_colwise, down_proj
 // rowwise), so every tp rank computes its slice of every expert for the same tokens. The tokens

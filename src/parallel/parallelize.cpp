@@ -23,13 +23,13 @@ ParallelModel::ParallelModel(std::shared_ptr<models::LlamaForCausalLM> model,
     tp_report_ = apply_tensor_parallel(*model_, *mesh_,
                                        options.tp_plan.value_or(TpPlan::hf_default(model_->config().model_type)),
                                        {options.sequence_parallel, options.loss_parallel});
+  const bool in_tp = options.ep_mode == EpMode::AllReduce;
+  MT_CHECK(mesh_->size("ep") == options.ep_size && (options.ep_size == 1 || s.ep_in_tp == in_tp), "--ep_size ",
+           options.ep_size, " (", in_tp ? "allreduce" : "alltoall", "): the mesh was built with ep ", mesh_->size("ep"),
+           s.ep_in_tp ? " in the tp group" : " in dp_shard x cp");
   if (options.ep_size > 1) {
     MT_CHECK(!model_->moe_layers().empty(), "--ep_size ", options.ep_size, ": the model has no MoE layers");
-    const bool in_tp = options.ep_mode == EpMode::AllReduce;
-    MT_CHECK(mesh_->size("ep") == options.ep_size && s.ep_in_tp == in_tp, "--ep_size ", options.ep_size, " (",
-             in_tp ? "allreduce" : "alltoall", "): the mesh was built with ep ", mesh_->size("ep"), " ",
-             s.ep_in_tp ? "in the tp group" : "in dp_shard x cp");
-    apply_expert_parallel(*model_, *mesh_, "ep", options.ep_mode);
+    apply_expert_parallel(*model_, *mesh_, options.ep_mode);
   }
   // Gradients summed by hand after backward: partial ones over tp; experts dispatched to over ep,
   // which data parallelism leaves alone, over the ranks holding the same experts.

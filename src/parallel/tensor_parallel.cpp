@@ -280,8 +280,8 @@ void shard_linear(models::LlamaForCausalLM& model, const std::string& path, nn::
 // The experts of a MoE block, sharded inside when the plan says so (gate_up_proj packed_colwise
 // on I, down_proj rowwise on I) over g (tp, or its etp blocks under router masking): every rank
 // of g computes its slice of every expert.
-void shard_experts(models::LlamaForCausalLM& model, const std::string& block, nn::SparseMoe& moe, const TpPlan& plan,
-                   Group& g) {
+void split_experts_inside(models::LlamaForCausalLM& model, const std::string& block, nn::SparseMoe& moe,
+                          const TpPlan& plan, Group& g) {
   const std::string path = block + ".experts";
   auto style = [&](const std::string& param) {
     auto s = plan.style_of(path + "." + param);
@@ -326,6 +326,7 @@ TpReport apply_tensor_parallel(models::LlamaForCausalLM& model, const dist::Devi
   std::vector<std::string> paths;  // every module path a rule may name
   for (size_t i = 0; i < model.model->layers.size(); ++i) {
     const std::string layer = "model.layers." + std::to_string(i);
+    MT_CHECK(!sp || !model.model->layers[i]->moe, "sequence parallelism does not support MoE layers (", layer, ".mlp)");
     struct Block {
       std::string path;
       std::vector<std::string> inputs;
@@ -361,10 +362,8 @@ TpReport apply_tensor_parallel(models::LlamaForCausalLM& model, const dist::Devi
     };
     model.model->layers[i]->self_attn->set_input_style(entry(layer + ".self_attn"));
     if (auto& mlp = model.model->layers[i]->mlp) mlp->set_input_style(entry(layer + ".mlp"));
-    if (auto& moe = model.model->layers[i]->moe) {
-      MT_CHECK(!sp, "sequence parallelism does not support MoE layers (", layer, ".mlp)");
-      shard_experts(model, layer + ".mlp", *moe, plan, mesh.group(mesh.expert_tensor_dim()));
-    }
+    if (auto& moe = model.model->layers[i]->moe)
+      split_experts_inside(model, layer + ".mlp", *moe, plan, mesh.group(mesh.expert_tensor_dim()));
   }
   bool embedding_sharded = false;
   Sharding vocab{};

@@ -49,10 +49,12 @@ std::vector<Block> blocks_of(parallel::ParallelModel& model, const AdamW& optimi
 
 // A block is written by the one rank whose coordinate is 0 on every mesh dim it is not sharded on.
 bool owns(const dist::DeviceMesh& mesh, const nn::ParamPlacement& place) {
-  // Experts dispatched to over ep: replicated over ep_replicate, and over tp unless sharded there.
+  // Experts sharded over ep: replicated over ep_replicate, and over the rest of the tp group
+  // (tp, or etp under router masking) unless split inside over it.
   if (parallel::is_dispatched_expert(place)) {
-    const bool tp_sharded = std::find(place.mesh_dims.begin(), place.mesh_dims.end(), "tp") != place.mesh_dims.end();
-    return mesh.group("ep_replicate").rank() == 0 && (tp_sharded || mesh.coordinate("tp") == 0);
+    const auto inner = mesh.expert_tensor_dim();
+    const bool split = std::find(place.mesh_dims.begin(), place.mesh_dims.end(), inner) != place.mesh_dims.end();
+    return mesh.group("ep_replicate").rank() == 0 && (split || mesh.group(inner).rank() == 0);
   }
   for (auto dim : dist::DeviceMesh::kDims) {
     bool sharded = false;
@@ -249,7 +251,7 @@ TrainerState load_training_checkpoint(const fs::path& dir, parallel::ParallelMod
   }
   auto step = saved.find("optim.step");
   MT_CHECK(step != saved.end(), dir, " has no optimizer step");
-  optimizer.set_steps_taken(files[step->second.front().file]->read("optim.step").item<int64_t>());
+  optimizer.set_steps_taken(files[step->second.front().file]->read(step->second.front().tensor).item<int64_t>());
 
   if (saved_world == model.mesh().world_size()) {  // RNG streams only carry over to the same layout
     io::SafetensorsFile rng(dir / rank_file("rng", model.mesh().rank(), "safetensors"));

@@ -296,10 +296,13 @@ TEST(ExpertParallel, RouterMaskingOverTpEqualsSerialDroplessAndWithCapacity) {
     expect_loss_and_grads_equal_serial(config, 2, o);
   }
   auto config = models::LlamaConfig::load(std::filesystem::path(MESHTRAIN_SOURCE_DIR) / "configs/mixtral-tiny");
+  auto three = tp_sizes(3);
+  three.ep = 3;
+  three.ep_in_tp = true;
   expect_error([&] {
-    run_ranks(tp_sizes(3), [&](std::shared_ptr<dist::DeviceMesh> mesh) {
+    run_ranks(three, [&](std::shared_ptr<dist::DeviceMesh> mesh) {
       models::LlamaForCausalLM model(config);
-      parallel::apply_expert_parallel(model, *mesh, "tp", parallel::EpMode::AllReduce);
+      parallel::apply_expert_parallel(model, *mesh, parallel::EpMode::AllReduce);
     });
   }, "The number of experts must be divisible by number of ep_size: 4 % 3 != 0");
   o.ep_mode = parallel::EpMode::AllToAll;  // the mesh has no ep blocks

@@ -291,19 +291,26 @@ TEST(LossParity, MixtralAndQwen3MoeExpertParallelAllToAllAndTensorParallelExpert
   }
 }
 
-// A checkpoint of experts split over ep and inside over tp resumes on one rank.
-TEST(LossParity, CheckpointOfMixtralEp2TimesExpertTp2ResumesOnOneRank) {
+// Checkpoints of experts split over ep and inside over tp resume on one rank: token dispatch
+// (ep 2 × tp 2) and router masking (ep 2 in tp 4, split inside over etp 2).
+TEST(LossParity, CheckpointsOfMixtralExpertsSplitOverEpAndInsideResumeOnOneRank) {
   auto config = models::LlamaConfig::load(fs::path(MESHTRAIN_SOURCE_DIR) / "configs/mixtral-tiny");
   auto ref = train_layout("mixtral_ref", sizes(1, 1), 1, {}, 0, "", config);
-  parallel::ParallelOptions o;
-  o.ep_size = 2;
-  auto mesh_sizes = sizes(1, 2, 1, 1, 2);
-  mesh_sizes.ep = 2;
-  auto saving = train_layout("mixtral_ep2_tp2_saving", mesh_sizes, 1, o, /*save_steps=*/10, "", config);
-  expect_parity(saving, /*keep_dir=*/true, 1e-3, ref);
-  auto one = train_layout("mixtral_resumed", sizes(1, 1), 1, {}, 0, (saving.dir / "checkpoint-10").string(), config);
-  EXPECT_EQ(one.losses.size(), 10u);
-  expect_parity(one, false, 1e-3, ref);
-  fs::remove_all(saving.dir);
+  for (auto mode : {parallel::EpMode::AllToAll, parallel::EpMode::AllReduce}) {
+    parallel::ParallelOptions o;
+    o.ep_size = 2;
+    o.ep_mode = mode;
+    const bool in_tp = mode == parallel::EpMode::AllReduce;
+    auto mesh_sizes = in_tp ? sizes(1, 1, 1, 1, 4) : sizes(1, 2, 1, 1, 2);
+    mesh_sizes.ep = 2;
+    mesh_sizes.ep_in_tp = in_tp;
+    auto saving = train_layout(in_tp ? "mixtral_allreduce_saving" : "mixtral_alltoall_saving", mesh_sizes, 1, o,
+                               /*save_steps=*/10, "", config);
+    expect_parity(saving, /*keep_dir=*/true, 1e-3, ref);
+    auto one = train_layout("mixtral_resumed", sizes(1, 1), 1, {}, 0, (saving.dir / "checkpoint-10").string(), config);
+    EXPECT_EQ(one.losses.size(), 10u);
+    expect_parity(one, false, 1e-3, ref);
+    fs::remove_all(saving.dir);
+  }
   fs::remove_all(ref.dir);
 }
