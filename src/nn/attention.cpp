@@ -16,7 +16,7 @@ Attention::Attention(const AttentionShape& s) : head_dim_(s.head_dim) {
 }
 
 at::Tensor Attention::forward(const at::Tensor& input, const RopeTables& rope) {
-  auto x = input_->enter(input);
+  auto x = block_->enter(input);
   const int64_t B = x.size(0), T = x.size(1);
   // Head counts come from the projections' outputs, so a tensor-parallel shard sees H/tp.
   // The optional per-head norm acts on [B, T, h, d], before the transpose, as HF's Qwen3.
@@ -28,7 +28,7 @@ at::Tensor Attention::forward(const at::Tensor& input, const RopeTables& rope) {
   auto k = apply_rotary(heads(k_proj->forward(x), k_norm), rope);
   auto v = heads(v_proj->forward(x));
   auto out = core_->forward(q, k, v, 1.0 / std::sqrt(static_cast<double>(head_dim_))).out;
-  return o_proj->forward(out.transpose(1, 2).reshape({B, T, -1}));
+  return block_->leave(o_proj->forward(out.transpose(1, 2).reshape({B, T, -1})));
 }
 
 }  // namespace meshtrain::nn

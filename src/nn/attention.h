@@ -7,7 +7,7 @@
 #include <memory>
 
 #include "nn/attention_core.h"
-#include "nn/block_input_style.h"
+#include "nn/block_style.h"
 #include "nn/linear.h"
 #include "nn/rms_norm.h"
 #include "nn/rope.h"
@@ -26,7 +26,7 @@ class Attention : public torch::nn::Module {
   explicit Attention(const AttentionShape& shape);
   at::Tensor forward(const at::Tensor& x, const RopeTables& rope);  // [B, T, D] -> [B, T, D]
   void set_core(std::shared_ptr<AttentionCore> core) { core_ = std::move(core); }
-  void set_input_style(std::shared_ptr<BlockInputStyle> style) { input_ = std::move(style); }
+  void set_block_style(std::shared_ptr<BlockStyle> style) { block_ = std::move(style); }
 
   std::shared_ptr<Linear> q_proj, k_proj, v_proj, o_proj;
   std::shared_ptr<RMSNorm> q_norm, k_norm;  // null unless qk_norm
@@ -34,7 +34,7 @@ class Attention : public torch::nn::Module {
  private:
   int64_t head_dim_;
   std::shared_ptr<AttentionCore> core_ = std::make_shared<LocalCausalAttention>();
-  std::shared_ptr<BlockInputStyle> input_ = pass_through_input();
+  std::shared_ptr<BlockStyle> block_ = pass_through_block();
 };
 
 }  // namespace meshtrain::nn

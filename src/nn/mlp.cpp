@@ -9,8 +9,8 @@ Mlp::Mlp(int64_t hidden, int64_t intermediate, bool bias) {
 }
 
 at::Tensor Mlp::forward(const at::Tensor& input) {
-  auto x = input_->enter(input);
-  return down_proj->forward(at::silu(gate_proj->forward(x)) * up_proj->forward(x));
+  auto x = block_->enter(input);
+  return block_->leave(down_proj->forward(at::silu(gate_proj->forward(x)) * up_proj->forward(x)));
 }
 
 }  // namespace meshtrain::nn

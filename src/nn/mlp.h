@@ -4,7 +4,7 @@
 
 #include <memory>
 
-#include "nn/block_input_style.h"
+#include "nn/block_style.h"
 #include "nn/linear.h"
 
 namespace meshtrain::nn {
@@ -14,12 +14,12 @@ class Mlp : public torch::nn::Module {
   Mlp(int64_t hidden_size, int64_t intermediate_size, bool bias);
   at::Tensor forward(const at::Tensor& x);  // [B, T, D] -> [B, T, D]
 
-  void set_input_style(std::shared_ptr<BlockInputStyle> style) { input_ = std::move(style); }
+  void set_block_style(std::shared_ptr<BlockStyle> style) { block_ = std::move(style); }
 
   std::shared_ptr<Linear> gate_proj, up_proj, down_proj;
 
  private:
-  std::shared_ptr<BlockInputStyle> input_ = pass_through_input();
+  std::shared_ptr<BlockStyle> block_ = pass_through_block();
 };
 
 }  // namespace meshtrain::nn

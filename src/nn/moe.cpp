@@ -60,7 +60,8 @@ SparseMoe::SparseMoe(const MoeShape& s) : shape_(s) {
   experts = register_module("experts", std::make_shared<Experts>(s.num_experts, s.hidden_size, s.intermediate_size));
 }
 
-at::Tensor SparseMoe::forward(const at::Tensor& x) {
+at::Tensor SparseMoe::forward(const at::Tensor& input) {
+  auto x = block_->enter(input);
   const auto shape = x.sizes().vec();
   auto flat = x.reshape({-1, shape_.hidden_size});
   auto logits = gate->forward(flat);  // [N, E]
@@ -76,7 +77,7 @@ at::Tensor SparseMoe::forward(const at::Tensor& x) {
   auto dispatched = dispatcher_->dispatch(flat, top_experts, top_weights, {shape_.num_experts, shape_.capacity_factor});
   stats_.dropped = dispatched.dropped;
   auto out = experts->forward(dispatched.rows, dispatched.rows_per_expert);
-  return dispatcher_->combine(out, dispatched).view(shape);
+  return block_->leave(dispatcher_->combine(out, dispatched).view(shape));
 }
 
 RouterLoad router_load(const std::vector<at::Tensor>& router_logits, int64_t num_experts, int64_t top_k) {

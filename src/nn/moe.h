@@ -8,6 +8,7 @@
 #include <memory>
 #include <vector>
 
+#include "nn/block_style.h"
 #include "nn/linear.h"
 #include "nn/token_dispatcher.h"
 
@@ -56,6 +57,7 @@ class SparseMoe : public torch::nn::Module {
   explicit SparseMoe(const MoeShape& shape);
   at::Tensor forward(const at::Tensor& x);  // [..., D] -> [..., D]
   void set_dispatcher(std::shared_ptr<TokenDispatcher> dispatcher) { dispatcher_ = std::move(dispatcher); }
+  void set_block_style(std::shared_ptr<BlockStyle> style) { block_ = std::move(style); }
   const MoeStats& last_stats() const { return stats_; }
   const MoeShape& shape() const { return shape_; }
   void set_capacity_factor(double capacity_factor) { shape_.capacity_factor = capacity_factor; }
@@ -67,6 +69,7 @@ class SparseMoe : public torch::nn::Module {
   MoeShape shape_;
   MoeStats stats_;
   std::shared_ptr<TokenDispatcher> dispatcher_ = local_dispatcher();
+  std::shared_ptr<BlockStyle> block_ = pass_through_block();
 };
 
 // Hugging Face's load_balancing_loss_func (Switch Transformer, eqs. 4-6) without attention

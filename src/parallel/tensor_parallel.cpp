@@ -130,11 +130,26 @@ struct SequenceGatherLinear : nn::LinearStyle {
 
 // The entry of a block whose input projections are all colwise: one f (or, under sequence
 // parallelism, one all-gather on T) for all of them, as Megatron does, not one per projection.
-struct BlockEntry : nn::BlockInputStyle {
+// Its rowwise output projection is the exit.
+struct BlockEntry : nn::BlockStyle {
   BlockEntry(Group& g, Input input) : g_(g), input_(input) {}
   at::Tensor enter(const at::Tensor& x) const override { return receive(x, g_, input_); }
   Group& g_;
   Input input_;
+};
+
+// A MoE block under sequence parallelism: every tp rank routes and computes the whole sequence
+// (backward: its own T slice of the gradient), and keeps its T shard of the output (backward:
+// the gradient all-gathered). The experts' own f and sum over tp run inside.
+struct SequenceGatheredMoe : nn::BlockStyle {
+  explicit SequenceGatheredMoe(Group& g) : g_(g) {}
+  at::Tensor enter(const at::Tensor& x) const override {
+    return dist::gather_from_group(x, g_, 1, sequence_shards(x.size(1) * g_.size(), g_.size()));
+  }
+  at::Tensor leave(const at::Tensor& y) const override {
+    return dist::scatter_to_group(y, g_, 1, sequence_shards(y.size(1), g_.size()));
+  }
+  Group& g_;
 };
 
 struct Sharding {
@@ -326,14 +341,15 @@ TpReport apply_tensor_parallel(models::LlamaForCausalLM& model, const dist::Devi
   std::vector<std::string> paths;  // every module path a rule may name
   for (size_t i = 0; i < model.model->layers.size(); ++i) {
     const std::string layer = "model.layers." + std::to_string(i);
-    MT_CHECK(!sp || !model.model->layers[i]->moe, "sequence parallelism does not support MoE layers (", layer, ".mlp)");
+    auto& decoder_layer = *model.model->layers[i];
     struct Block {
       std::string path;
       std::vector<std::string> inputs;
       std::string output;
     };
-    for (const auto& [block, inputs, output] : {Block{layer + ".self_attn", {"q_proj", "k_proj", "v_proj"}, "o_proj"},
-                                                Block{layer + ".mlp", {"gate_proj", "up_proj"}, "down_proj"}}) {
+    std::vector<Block> blocks = {{layer + ".self_attn", {"q_proj", "k_proj", "v_proj"}, "o_proj"}};
+    if (decoder_layer.mlp) blocks.push_back({layer + ".mlp", {"gate_proj", "up_proj"}, "down_proj"});
+    for (const auto& [block, inputs, output] : blocks) {
       const bool colwise_inputs =
           all_styled(plan, block, inputs, {TpStyle::Colwise, TpStyle::PackedColwise, TpStyle::LocalColwise});
       const bool rowwise_output =
@@ -356,14 +372,16 @@ TpReport apply_tensor_parallel(models::LlamaForCausalLM& model, const dist::Devi
                ": packed_colwise input projections need a packed_rowwise output projection, and the other way round");
       if (colwise_inputs) entered_blocks.insert(block);
     }
-    auto entry = [&](const std::string& block) -> std::shared_ptr<nn::BlockInputStyle> {
-      if (!entered_blocks.contains(block)) return nn::pass_through_input();
+    auto entry = [&](const std::string& block) -> std::shared_ptr<nn::BlockStyle> {
+      if (!entered_blocks.contains(block)) return nn::pass_through_block();
       return std::make_shared<BlockEntry>(g, sp ? Input::SequenceSharded : Input::Replicated);
     };
-    model.model->layers[i]->self_attn->set_input_style(entry(layer + ".self_attn"));
-    if (auto& mlp = model.model->layers[i]->mlp) mlp->set_input_style(entry(layer + ".mlp"));
-    if (auto& moe = model.model->layers[i]->moe)
+    decoder_layer.self_attn->set_block_style(entry(layer + ".self_attn"));
+    if (auto& mlp = decoder_layer.mlp) mlp->set_block_style(entry(layer + ".mlp"));
+    if (auto& moe = decoder_layer.moe) {
       split_experts_inside(model, layer + ".mlp", *moe, plan, mesh.group(mesh.expert_tensor_dim()));
+      if (sp) moe->set_block_style(std::make_shared<SequenceGatheredMoe>(g));
+    }
   }
   bool embedding_sharded = false;
   Sharding vocab{};
@@ -394,7 +412,8 @@ TpReport apply_tensor_parallel(models::LlamaForCausalLM& model, const dist::Devi
     if (!style) {
       report.unsharded_layers.push_back(path);
       if (sp && embedding) embedding->set_style(std::make_shared<SequenceScatterEmbedding>(g));
-      if (sp && linear) linear->set_style(std::make_shared<SequenceGatherLinear>(g));
+      // An unsharded lm_head gathers T; a router inside its (entered) MoE block sees whole T already.
+      if (sp && linear && !inside_block(path)) linear->set_style(std::make_shared<SequenceGatherLinear>(g));
       continue;
     }
     if (embedding) {

@@ -19,7 +19,9 @@
 // Megatron sequence parallelism (TpOptions::sequence_parallel) keeps the residual stream and
 // the norms sharded on the sequence between blocks: each attention / MLP block all-gathers its
 // input (backward: reduce-scatter), its rowwise output is reduce-scattered instead of
-// all-reduced, and the norm weights' gradients, partial per rank, are summed over tp.
+// all-reduced, and the norm weights' gradients, partial per rank, are summed over tp. A MoE
+// block gathers the sequence (backward: its own slice), routes and computes it whole, and keeps
+// its shard of the output.
 #pragma once
 #include <string>
 #include <vector>

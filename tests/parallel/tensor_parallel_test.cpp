@@ -259,6 +259,12 @@ TEST(TensorParallel, MoeExpertsShardedInsideEqualSerial) {
     expect_loss_and_grads_equal_serial(config, 4, {});
     config.moe->capacity_factor = 0.75;  // drops assignments
     expect_loss_and_grads_equal_serial(config, 2, {});
+    // Sequence parallelism: each MoE block gathers the sequence and keeps its shard of the output.
+    parallel::ParallelOptions sp;
+    sp.sequence_parallel = true;
+    expect_loss_and_grads_equal_serial(config, 2, sp);
+    sp.tp_plan = parallel::TpPlan::hf_default(config.model_type, /*shard_experts=*/false);
+    expect_loss_and_grads_equal_serial(config, 2, sp);
   }
   auto config = models::LlamaConfig::load(std::filesystem::path(MESHTRAIN_SOURCE_DIR) / "configs/qwen3-moe-tiny");
   parallel::ParallelOptions o;  // experts replicated over tp, attention and dense layers sharded

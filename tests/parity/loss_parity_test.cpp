@@ -269,20 +269,24 @@ TEST(LossParity, MixtralAndQwen3MoeExpertParallel2AllReduce) {
 }
 
 // MoE: token-dispatch expert parallelism over ep ranks drawn from dp_shard × cp, and tensor
-// parallelism inside the experts (the default MoE plans), alone and under ep.
+// parallelism inside the experts (the default MoE plans), alone, with sequence parallelism and
+// under ep.
 TEST(LossParity, MixtralAndQwen3MoeExpertParallelAllToAllAndTensorParallelExperts) {
   struct Layout {
     const char* name;
     dist::MeshSizes sizes;
     int64_t ep;
+    bool sequence_parallel = false;
   };
   for (auto model : {"mixtral-tiny", "qwen3-moe-tiny"}) {
     auto config = models::LlamaConfig::load(fs::path(MESHTRAIN_SOURCE_DIR) / "configs" / model);
     auto ref = train_layout(std::string(model) + "_single", sizes(1, 1), 1, {}, 0, "", config);
     for (auto layout : {Layout{"ep2", sizes(1, 2), 2}, Layout{"ep4", sizes(1, 4), 4}, Layout{"tp2", sizes(1, 1, 1, 1, 2), 1},
+                        Layout{"tp2_sp", sizes(1, 1, 1, 1, 2), 1, true},
                         Layout{"ep2_tp2", sizes(1, 2, 1, 1, 2), 2}, Layout{"ep2_cp2", sizes(1, 1, 2), 2}}) {
       parallel::ParallelOptions o;
       o.ep_size = layout.ep;
+      o.sequence_parallel = layout.sequence_parallel;
       layout.sizes.ep = layout.ep;
       expect_parity(train_layout(std::string(model) + "_" + layout.name, layout.sizes, 1, o, 0, "", config), false,
                     1e-3, ref);
