@@ -29,12 +29,14 @@ VARIANTS = {
 }
 
 
-def make(name, fields, seed):
+def random_model_and_batch(name, config, model_cls, seed):
+    """Saves a model of config with large random weights to OUT/name and runs one batch with
+    ignored targets through it, backward included. Returns the model, its output, the golden
+    tensors (inputs, labels, logits, loss) and the directory."""
     torch.manual_seed(seed)
-    config = LlamaConfig(**fields)
     config._attn_implementation = "eager"
-    model = LlamaForCausalLM(config).float()
-    # Larger weights than the 0.02 init, so logits are far from uniform and errors show.
+    model = model_cls(config).float()
+    # Larger weights than the 0.02 init, so logits (and routing) are far from uniform and errors show.
     with torch.no_grad():
         for pname, p in model.named_parameters():
             if "norm" in pname:
@@ -54,6 +56,11 @@ def make(name, fields, seed):
     out.loss.backward()
     tensors = {"input_ids": input_ids, "labels": labels,
                "logits": out.logits.detach().contiguous(), "loss": out.loss.detach().reshape(1)}
+    return model, out, tensors, out_dir
+
+
+def make(name, fields, seed):
+    model, out, tensors, out_dir = random_model_and_batch(name, LlamaConfig(**fields), LlamaForCausalLM, seed)
     for pname, p in model.named_parameters():
         tensors["grad." + pname] = p.grad.contiguous()
     save_file(tensors, os.path.join(out_dir, "golden.safetensors"))

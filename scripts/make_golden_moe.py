@@ -6,11 +6,10 @@ Run: $MESHTRAIN_VENV/bin/python scripts/make_golden_moe.py  (writes tests/golden
 """
 import os
 
-import torch
 from safetensors.torch import save_file
 from transformers import MixtralConfig, MixtralForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM
 
-OUT = os.path.join(os.path.dirname(__file__), "..", "tests", "golden")
+from make_golden import random_model_and_batch
 
 BASE = dict(vocab_size=256, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, rms_norm_eps=1e-6, max_position_embeddings=128,
@@ -34,30 +33,8 @@ GRADS = ["model.layers.0.self_attn.q_proj.weight", "lm_head.weight",
 
 
 def make(name, config_cls, model_cls, fields, seed):
-    torch.manual_seed(seed)
-    config = config_cls(**fields)
-    config._attn_implementation = "eager"
-    model = model_cls(config).float()
-    # Larger weights than the 0.02 init, so logits and routing are far from uniform.
-    with torch.no_grad():
-        for pname, p in model.named_parameters():
-            if "norm" in pname:
-                p.copy_(1.0 + 0.3 * torch.randn_like(p))
-            else:
-                p.normal_(0.0, 0.25)
-    out_dir = os.path.join(OUT, name)
-    model.save_pretrained(out_dir)
-    os.remove(os.path.join(out_dir, "generation_config.json"))
-
-    batch, seq = 2, 24
-    input_ids = torch.randint(0, config.vocab_size, (batch, seq))
-    labels = input_ids.clone()
-    labels[0, 5:9] = -100  # ignored targets
-    labels[1, -1] = -100
-    out = model(input_ids=input_ids, labels=labels)
-    out.loss.backward()
-    tensors = {"input_ids": input_ids, "labels": labels, "logits": out.logits.detach().contiguous(),
-               "loss": out.loss.detach().reshape(1), "aux_loss": out.aux_loss.detach().reshape(1)}
+    model, out, tensors, out_dir = random_model_and_batch(name, config_cls(**fields), model_cls, seed)
+    tensors["aux_loss"] = out.aux_loss.detach().reshape(1)
     params = dict(model.named_parameters())
     for pname in GRADS:
         if pname in params:
