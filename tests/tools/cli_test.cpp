@@ -8,15 +8,10 @@
 
 #include "run_command.h"
 
-using meshtrain::testing::printed_value;
-using meshtrain::testing::run_command;
+using namespace meshtrain::testing;
 namespace fs = std::filesystem;
 
 namespace {
-
-const std::string kBin = MESHTRAIN_BIN;
-const std::string kSource = MESHTRAIN_SOURCE_DIR;
-const std::string kPython = MESHTRAIN_PYTHON;
 
 int count_lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
 
@@ -69,8 +64,8 @@ TEST_F(Cli, EvalMatchesTransformersOnTheSavedModel) {
   const double ours = printed_value(r.out, "eval_loss");
   EXPECT_EQ(printed_value(r.out, "eval_tokens"), 40 * 63);
   if (kPython.empty()) GTEST_SKIP() << "no Python with transformers";
-  auto hf = run_command(kPython + " " + kSource + "/tests/tools/hf_check.py eval " + (dir_ / "run").string() +
-                        " " + (dir_ / "eval.txt").string() + " 64");
+  auto hf = run_command(hf_check_command("eval " + (dir_ / "run").string() +
+                        " " + (dir_ / "eval.txt").string() + " 64"));
   ASSERT_EQ(hf.exit_code, 0) << hf.err;
   EXPECT_NEAR(ours, printed_value(hf.out, "hf_eval_loss"), 1e-5 * ours);
 }
@@ -92,7 +87,7 @@ TEST_F(Cli, InfoCountsParametersAsTransformersDoes) {
   EXPECT_NE(r.out.find("flops_per_token:"), std::string::npos);
   EXPECT_NE(r.out.find("at::get_num_threads()"), std::string::npos);
   if (kPython.empty()) GTEST_SKIP() << "no Python with transformers";
-  auto hf = run_command(kPython + " " + kSource + "/tests/tools/hf_check.py params " + kSource + "/configs/llama-small");
+  auto hf = run_command(hf_check_command("params " + kSource + "/configs/llama-small"));
   ASSERT_EQ(hf.exit_code, 0) << hf.err;
   EXPECT_EQ(printed_value(r.out, "parameters"), printed_value(hf.out, "parameters"));
 }

@@ -19,13 +19,11 @@
 
 #include "run_command.h"
 
-using meshtrain::testing::run_command;
+using namespace meshtrain::testing;
 namespace fs = std::filesystem;
 
 namespace {
 
-const std::string kBin = MESHTRAIN_BIN;
-const std::string kSource = MESHTRAIN_SOURCE_DIR;
 using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point start) {

@@ -8,17 +8,8 @@
 
 #include "run_command.h"
 
-using meshtrain::testing::printed_value;
-using meshtrain::testing::run_command;
+using namespace meshtrain::testing;
 namespace fs = std::filesystem;
-
-namespace {
-
-const std::string kBin = MESHTRAIN_BIN;
-const std::string kSource = MESHTRAIN_SOURCE_DIR;
-const std::string kPython = MESHTRAIN_PYTHON;
-
-}  // namespace
 
 TEST(MoeCli, MixtralTinyTrainsAndTransformersReadsTheResult) {
   auto dir = fs::temp_directory_path() / ("mt_moe_cli_" + std::to_string(::getpid()));
@@ -30,7 +21,7 @@ TEST(MoeCli, MixtralTinyTrainsAndTransformersReadsTheResult) {
                            "--warmup_steps 1 --logging_steps 2 --save_steps 0 --output_dir " +
                            (dir / "run").string());
   ASSERT_EQ(train.exit_code, 0) << train.err;
-  std::istringstream metrics(meshtrain::testing::slurp(dir / "run/metrics.jsonl"));
+  std::istringstream metrics(slurp(dir / "run/metrics.jsonl"));
   std::string line;
   int lines = 0;
   while (std::getline(metrics, line)) {
@@ -50,8 +41,8 @@ TEST(MoeCli, MixtralTinyTrainsAndTransformersReadsTheResult) {
   ASSERT_EQ(eval.exit_code, 0) << eval.err;
   const double ours = printed_value(eval.out, "eval_loss");
   if (kPython.empty()) GTEST_SKIP() << "no Python with transformers";
-  auto hf = run_command(kPython + " " + kSource + "/tests/tools/hf_check.py eval " + (dir / "run").string() + " " +
-                        (dir / "eval.txt").string() + " 32");
+  auto hf = run_command(hf_check_command("eval " + (dir / "run").string() + " " +
+                        (dir / "eval.txt").string() + " 32"));
   ASSERT_EQ(hf.exit_code, 0) << hf.err;
   EXPECT_NEAR(ours, printed_value(hf.out, "hf_eval_loss"), 1e-5 * ours);
   fs::remove_all(dir);
@@ -62,7 +53,7 @@ TEST(MoeCli, InfoCountsMoeParametersAsTransformersDoes) {
     auto r = run_command(kBin + " info " + kSource + "/configs/" + name);
     ASSERT_EQ(r.exit_code, 0) << r.err;
     if (kPython.empty()) GTEST_SKIP() << "no Python with transformers";
-    auto hf = run_command(kPython + " " + kSource + "/tests/tools/hf_check.py params " + kSource + "/configs/" + name);
+    auto hf = run_command(hf_check_command("params " + kSource + "/configs/" + name));
     ASSERT_EQ(hf.exit_code, 0) << hf.err;
     EXPECT_EQ(printed_value(r.out, "parameters"), printed_value(hf.out, "parameters")) << name;
   }

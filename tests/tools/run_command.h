@@ -10,6 +10,11 @@
 
 namespace meshtrain::testing {
 
+// The executable under test, the source tree, and a Python with transformers ("" if none).
+inline const std::string kBin = MESHTRAIN_BIN;
+inline const std::string kSource = MESHTRAIN_SOURCE_DIR;
+inline const std::string kPython = MESHTRAIN_PYTHON;
+
 struct CommandResult {
   int exit_code;
   std::string out, err;
@@ -32,6 +37,11 @@ inline CommandResult run_command(const std::string& command) {
   std::filesystem::remove(out);
   std::filesystem::remove(err);
   return r;
+}
+
+// tests/tools/hf_check.py run by transformers' Python with the given arguments.
+inline std::string hf_check_command(const std::string& args) {
+  return kPython + " " + kSource + "/tests/tools/hf_check.py " + args;
 }
 
 // A value printed as "key: value" on its own line; NaN when absent.
