@@ -90,17 +90,15 @@ at::Tensor gather_full(const dist::DeviceMesh& mesh, const at::Tensor& local, co
     if (place.placements[d].kind != nn::Placement::Kind::Shard) continue;
     auto& g = mesh.group(place.mesh_dims[d]);
     const int64_t dim = place.placements[d].dim;
-    shape[dim] = place.placements[d].blocks > 1 ? shape[dim] / g.size()
-                                                : dist::chunk_sizes(shape[dim], g.size())[g.rank()];
+    shape[dim] = dist::chunk_sizes(shape[dim], g.size())[g.rank()];  // even for packed shards
   }
   at::Tensor t = local;
   for (size_t d = place.placements.size(); d-- > 0;) {
     if (place.placements[d].kind != nn::Placement::Kind::Shard) continue;
     auto& g = mesh.group(place.mesh_dims[d]);
     const int64_t dim = place.placements[d].dim;
-    const int64_t blocks = place.placements[d].blocks;
     t = dist::all_gather_uneven(g, t.contiguous(), dim, dist::chunk_sizes(split_shape[d][dim], g.size()));
-    if (blocks > 1) t = repack(t, dim, g.size(), blocks);
+    if (place.placements[d].blocks > 1) t = repack(t, dim, g.size(), place.placements[d].blocks);
   }
   return t;
 }
@@ -112,7 +110,7 @@ struct SavedBlock {
 };
 
 // Copies the overlap of saved blocks with the local block [offset, offset + local.shape).
-int64_t fill_from(const std::vector<SavedBlock>& saved, const fs::path& dir, const at::Tensor& local,
+int64_t fill_from(const std::vector<SavedBlock>& saved, const at::Tensor& local,
                   const std::vector<int64_t>& offset, std::map<std::string, std::unique_ptr<io::SafetensorsFile>>& files) {
   int64_t copied = 0;
   for (auto& b : saved) {
@@ -245,7 +243,7 @@ TrainerState load_training_checkpoint(const fs::path& dir, parallel::ParallelMod
     MT_CHECK(it->second.front().global_shape == b.place->global_shape, dir, ": ", b.key, " has global shape ",
              at::IntArrayRef(it->second.front().global_shape), " but the model needs ", at::IntArrayRef(b.place->global_shape));
     int64_t copied = 0;
-    for (auto& box : b.place->boxes(b.local)) copied += fill_from(it->second, dir, box.local, box.offset, files);
+    for (auto& box : b.place->boxes(b.local)) copied += fill_from(it->second, box.local, box.offset, files);
     MT_CHECK(copied == b.local.numel(), dir, ": the saved blocks of ", b.key, " cover ", copied, " of the ", b.local.numel(),
              " elements this rank needs");
   }
