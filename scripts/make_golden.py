@@ -1,6 +1,6 @@
 """Writes the golden files the C++ tests compare against: tiny random Llama models from
 Hugging Face transformers, saved with save_pretrained, plus their inputs, logits, loss and
-gradients (fp32). Run: $MESHTRAIN_VENV/bin/python scripts/make_golden.py  (writes tests/golden/).
+gradients (fp32), and the logits at shifted positions. Run: $MESHTRAIN_VENV/bin/python scripts/make_golden.py  (writes tests/golden/).
 """
 import json
 import os
@@ -32,7 +32,7 @@ VARIANTS = {
 def random_model_and_batch(name, config, model_cls, seed):
     """Saves a model of config with large random weights to OUT/name and runs one batch with
     ignored targets through it, backward included. Returns the model, its output, the golden
-    tensors (inputs, labels, logits, loss) and the directory."""
+    tensors (inputs, labels, logits, loss, logits at positions 40..) and the directory."""
     torch.manual_seed(seed)
     config._attn_implementation = "eager"
     model = model_cls(config).float()
@@ -56,6 +56,11 @@ def random_model_and_batch(name, config, model_cls, seed):
     out.loss.backward()
     tensors = {"input_ids": input_ids, "labels": labels,
                "logits": out.logits.detach().contiguous(), "loss": out.loss.detach().reshape(1)}
+    # The same rows at positions 40.. (as a sequence shard of a longer sequence sees them).
+    position_ids = torch.arange(40, 40 + seq).expand(batch, seq).contiguous()
+    with torch.no_grad():
+        tensors["offset_position_ids"] = position_ids
+        tensors["offset_logits"] = model(input_ids=input_ids, position_ids=position_ids).logits.contiguous()
     return model, out, tensors, out_dir
 
 

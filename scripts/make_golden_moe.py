@@ -1,7 +1,7 @@
 """Writes the MoE golden files the C++ tests compare against: tiny random Mixtral and Qwen3-MoE
 models from Hugging Face transformers, saved with save_pretrained (per-expert tensors), plus
-their inputs, logits, the loss with the router auxiliary loss, and the gradients of a few
-parameters under their in-memory (fused) names (fp32).
+their inputs, logits, the loss with the router auxiliary loss, every gradient under the
+in-memory (fused) parameter names, and the logits at shifted positions (fp32).
 Run: $MESHTRAIN_VENV/bin/python scripts/make_golden_moe.py  (writes tests/golden/).
 """
 import os
@@ -24,21 +24,11 @@ VARIANTS = {
                   dict(BASE, intermediate_size=48, moe_intermediate_size=32, num_experts=4,
                        decoder_sparse_step=2, norm_topk_prob=False, attention_bias=True, head_dim=12)),
 }
-GRADS = ["model.layers.0.self_attn.q_proj.weight", "lm_head.weight",
-         "model.layers.1.mlp.gate.weight", "model.layers.1.mlp.experts.gate_up_proj",
-         "model.layers.1.mlp.experts.down_proj", "model.layers.0.mlp.gate.weight",
-         "model.layers.0.mlp.experts.gate_up_proj", "model.layers.0.mlp.experts.down_proj",
-         "model.layers.0.mlp.up_proj.weight", "model.layers.1.self_attn.q_norm.weight",
-         "model.layers.1.self_attn.k_norm.weight", "model.layers.1.self_attn.k_proj.bias"]
-
-
 def make(name, config_cls, model_cls, fields, seed):
     model, out, tensors, out_dir = random_model_and_batch(name, config_cls(**fields), model_cls, seed)
     tensors["aux_loss"] = out.aux_loss.detach().reshape(1)
-    params = dict(model.named_parameters())
-    for pname in GRADS:
-        if pname in params:
-            tensors["grad." + pname] = params[pname].grad.contiguous()
+    for pname, p in model.named_parameters():
+        tensors["grad." + pname] = p.grad.contiguous()
     save_file(tensors, os.path.join(out_dir, "golden.safetensors"))
     print(name, "loss", out.loss.item(), "aux", out.aux_loss.item(),
           "grads", sum(k.startswith("grad.") for k in tensors))

@@ -1,6 +1,7 @@
 // The sparse MoE block against a naive dense reference (every expert on every token, combined
 // with the dense routing weights): both GEMM paths, outputs and gradients; the capacity limit
 // (what is dropped, and that it is counted); the load-balancing loss by its definition.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -10,6 +11,8 @@
 #include "util/check.h"
 
 using namespace meshtrain;
+using ::testing::StrEq;
+using ::testing::ThrowsMessage;
 
 namespace {
 
@@ -125,7 +128,8 @@ TEST(TokenDispatcher, LocalDispatchGroupsRowsByExpertAndCombineInvertsIt) {
   // expert 0: tokens 0, 2, 4; expert 1: 1, 2, 4; expert 2: 0, 1, 3; expert 3: token 3
   EXPECT_TRUE(at::equal(d.token_index, at::tensor({0, 2, 4, 1, 2, 4, 0, 1, 3, 3}, at::kLong)));
   EXPECT_TRUE(at::equal(nn::local_dispatcher()->combine(d.rows, d), hidden));  // 0.5 + 0.5 of itself
-  EXPECT_THROW(nn::local_dispatcher()->dispatch(hidden, ids, weights, {3, 0.0}), Error);  // id 3 of 3 experts
+  EXPECT_THAT([&] { nn::local_dispatcher()->dispatch(hidden, ids, weights, {3, 0.0}); },
+              ThrowsMessage<Error>(StrEq("expert ids must lie in [0, 3), got up to 3")));
 }
 
 TEST(LoadBalancingLoss, IsNumExpertsTimesFractionTimesProbability) {

@@ -347,6 +347,50 @@ TEST(ExpertParallel, TokenDispatchOverDpShardEqualsSerial) {
   }
 }
 
+TEST(ExpertParallel, TokenDispatchCapacityCountsEachRanksOwnTokens) {
+  // The capacity ceil(f · N · k / E) counts the N tokens of one forward on one rank, as
+  // Megatron-Core does: under token dispatch each rank routes its own rows, so a dropping run
+  // equals serial runs over each rank's rows (summed), not one serial run over the whole batch.
+  auto config = models::LlamaConfig::load(std::filesystem::path(MESHTRAIN_SOURCE_DIR) / "configs/mixtral-tiny");
+  config.moe->capacity_factor = 0.75;
+  at::manual_seed(6);
+  auto ids = at::randint(0, config.vocab_size, {4, 10});
+  auto targets = nn::shift_labels(ids);
+  SerialRun per_rank{0.0, {}};
+  std::vector<int64_t> dropped;  // serial drops of layer 0 on each rank's rows
+  auto serial = std::make_shared<models::LlamaForCausalLM>(config);
+  serial->init_weights(4);
+  for (int64_t r = 0; r < 2; ++r) {
+    auto loss = nn::cross_entropy_sum(serial->forward(ids.narrow(0, 2 * r, 2)), targets.narrow(0, 2 * r, 2));
+    loss.backward();
+    per_rank.loss += loss.item<double>();
+    dropped.push_back(serial->moe_layers()[0]->last_stats().dropped);
+  }
+  for (auto& [name, p] : serial->named_params()) per_rank.grads[name] = p.grad();
+  ASSERT_GT(dropped[0] + dropped[1], 0);
+  const auto whole = serial_run(config, ids, targets);
+  EXPECT_GT(std::abs(whole.loss - per_rank.loss), 1e-5 * per_rank.loss);  // the two semantics differ here
+
+  auto mesh_sizes = meshtrain::testing::sizes(1, 2);
+  mesh_sizes.ep = 2;
+  run_ranks(mesh_sizes, [&](std::shared_ptr<dist::DeviceMesh> mesh) {
+    auto model = std::make_shared<models::LlamaForCausalLM>(config);
+    model->init_weights(4);
+    parallel::ParallelOptions o;
+    o.ep_size = 2;
+    parallel::ParallelModel pm(model, mesh, o);
+    const int64_t r = mesh->coordinate("dp_shard");
+    auto loss = pm.loss_sum(ids.narrow(0, 2 * r, 2), targets.narrow(0, 2 * r, 2));
+    EXPECT_EQ(model->moe_layers()[0]->last_stats().dropped, dropped[r]) << "rank " << r;
+    loss.backward();
+    pm.finish_backward();
+    auto total = loss.detach().clone();
+    dist::all_reduce_(mesh->group("dp"), total);
+    EXPECT_NEAR(total.item<double>(), per_rank.loss, 1e-5 * per_rank.loss);
+    expect_grads_are_blocks_of(*model, per_rank, mesh->rank());
+  });
+}
+
 TEST(TensorParallel, RowwiseSplitInputAfterReplicatedAttention) {
   parallel::ParallelOptions o;
   o.tp_plan = plan_with({{"model.layers.*.self_attn.q_proj", ""},

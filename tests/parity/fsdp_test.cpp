@@ -1,6 +1,7 @@
 // FSDP's sharding: each rank holds its torch.chunk block of every parameter (so gradients and
-// optimizer state shrink as 1/dp_shard), including empty tail shards, and gradients equal the
-// serial ones on the same global batch.
+// optimizer state shrink as 1/dp_shard), including empty tail shards, gradients equal the
+// serial ones on the same global batch, and a layer's gathered weights are freed after its
+// forward unless reshard_after_forward is off.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -57,6 +58,34 @@ TEST(Fsdp, ShardsAreChunksAndGradientsEqualSerial) {
         auto expected = want.at(name).narrow(0, place.offset[0], sizes[r]);
         EXPECT_TRUE(at::allclose(p.grad(), expected, 1e-4, 1e-6)) << name << " on rank " << r;
       }
+    });
+  }
+}
+
+TEST(Fsdp, ReshardAfterForwardFreesLayerWeightsAndTheKeepingModeHoldsThem) {
+  auto config = golden_config();
+  at::manual_seed(3);
+  auto ids = at::randint(0, config.vocab_size, {2, 12});
+  for (bool reshard : {true, false}) {
+    run_ranks(sizes(1, 2), [&](std::shared_ptr<dist::DeviceMesh> mesh) {
+      auto model = std::make_shared<models::LlamaForCausalLM>(config);
+      model->init_weights(11);
+      parallel::ParallelOptions options;
+      options.reshard_after_forward = reshard;
+      parallel::ParallelModel pm(model, mesh, options);
+      auto& layer = *model->model->layers[1]->self_attn->q_proj;  // what layer 1 reads in forward
+      const auto full_bytes = static_cast<size_t>(config.num_attention_heads * config.head_dim * config.hidden_size) *
+                              sizeof(float);
+      auto loss = pm.loss_sum(ids, nn::shift_labels(ids));
+      EXPECT_EQ(layer.weight.size(0), config.num_attention_heads * config.head_dim);  // gathered
+      EXPECT_EQ(layer.weight.storage().nbytes(), reshard ? 0 : full_bytes) << "reshard " << reshard;
+      // The root unit (embedding, final norm) stays gathered until backward either way.
+      EXPECT_EQ(model->model->embed_tokens->weight.size(0), config.vocab_size);
+      EXPECT_GT(model->model->embed_tokens->weight.storage().nbytes(), 0u);
+      pm.prepare_backward(true);
+      loss.backward();
+      pm.finish_backward();
+      EXPECT_TRUE(at::isfinite(model->named_params().front().second.grad()).all().item<bool>());
     });
   }
 }

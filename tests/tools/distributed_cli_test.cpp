@@ -11,7 +11,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "run_command.h"
+#include "support/run_command.h"
 
 using namespace meshtrain::testing;
 namespace fs = std::filesystem;
@@ -26,15 +26,18 @@ std::string train_args(const fs::path& out, int micro) {
          " --per_device_train_batch_size " + std::to_string(micro) + " --output_dir " + out.string();
 }
 
-std::vector<double> losses(const fs::path& metrics) {
-  std::ifstream in(metrics);
-  std::vector<double> out;
-  std::string line;
-  while (std::getline(in, line)) {
-    auto pos = line.find("\"loss\":");
-    out.push_back(std::stod(line.substr(pos + 7)));
+constexpr size_t kSteps = 4;  // --max_steps of train_args, logged every step
+
+// Both runs logged every step, with the same losses to 1e-5 relative.
+void expect_same_losses(const fs::path& run, const fs::path& reference) {
+  auto a = metrics_of(reference), b = metrics_of(run);
+  ASSERT_EQ(a.size(), kSteps) << reference;
+  ASSERT_EQ(b.size(), kSteps) << run;
+  for (size_t i = 0; i < kSteps; ++i) {
+    EXPECT_EQ(b[i]["step"], i + 1) << run;
+    const double want = a[i]["loss"];
+    EXPECT_NEAR(b[i]["loss"].get<double>(), want, 1e-5 * want) << run << " step " << i + 1;
   }
-  return out;
 }
 
 fs::path temp_dir(const std::string& name) {
@@ -57,21 +60,16 @@ TEST(DistributedCli, LaunchedDdpAndFsdpReproduceTheSingleRankLossesAndEvalAgrees
   EXPECT_NE(r1.err.find("total_train_batch_size 4"), std::string::npos) << r1.err;
   auto r2 = run_command(kBin + " launch -n 2 --" + train_args(fsdp, 2) + " --dp_shard_size -1");
   ASSERT_EQ(r2.exit_code, 0) << r2.err;
-  auto a = losses(single / "metrics.jsonl"), b = losses(ddp / "metrics.jsonl"), c = losses(fsdp / "metrics.jsonl");
-  ASSERT_EQ(a.size(), 4u);
-  ASSERT_EQ(b.size(), 4u);
-  ASSERT_EQ(c.size(), 4u);
-  for (size_t i = 0; i < a.size(); ++i) {
-    EXPECT_NEAR(b[i], a[i], 1e-5 * a[i]);
-    EXPECT_NEAR(c[i], a[i], 1e-5 * a[i]);
-  }
-  // The saved model evaluates to the same loss on one rank, under tp 2 and under FSDP 2.
+  expect_same_losses(ddp, single);
+  expect_same_losses(fsdp, single);
+  // The saved model evaluates to the same loss on one rank and on every 2-rank layout.
   const std::string eval = " eval --model_name_or_path " + fsdp.string() + " --data " + kSource +
                            "/data/corpus.txt --seq_len 64 --batch_size 3";
   auto e1 = run_command(kBin + eval);
   ASSERT_EQ(e1.exit_code, 0) << e1.err;
   const double loss = meshtrain::testing::printed_value(e1.out, "eval_loss");
-  for (std::string layout : {" --tp_size 2", " --dp_shard_size 2", " --tp_size 2 --sequence_parallel --loss_parallel"}) {
+  for (std::string layout : {" --tp_size 2", " --dp_shard_size 2", " --tp_size 2 --sequence_parallel --loss_parallel",
+                             " --cp_size 2", " --sp_size 2"}) {
     auto e2 = run_command(kBin + " launch -n 2 --" + eval + layout);
     ASSERT_EQ(e2.exit_code, 0) << e2.err;
     EXPECT_NEAR(meshtrain::testing::printed_value(e2.out, "eval_loss"), loss, 1e-5 * loss) << layout;
@@ -111,15 +109,16 @@ TEST(DistributedCli, SizesThatDoNotMultiplyToTheWorldAreRejected) {
   fs::remove_all(out);
 }
 
-TEST(DistributedCli, ContextParallelTrainsAndASequenceThatDoesNotSplitIsRejected) {
-  auto single = temp_dir("cp_single"), cp = temp_dir("cp2"), bad = temp_dir("cp_bad");
+TEST(DistributedCli, ContextAndUlyssesParallelTrainAndASequenceThatDoesNotSplitIsRejected) {
+  auto single = temp_dir("cp_single"), cp = temp_dir("cp2"), sp = temp_dir("sp2"), bad = temp_dir("cp_bad");
   auto r0 = run_command(kBin + train_args(single, 2));
   ASSERT_EQ(r0.exit_code, 0) << r0.err;
   auto r1 = run_command(kBin + " launch -n 2 --" + train_args(cp, 2) + " --cp_size 2 --cp_comm_strategy allgather");
   ASSERT_EQ(r1.exit_code, 0) << r1.err;
-  auto a = losses(single / "metrics.jsonl"), b = losses(cp / "metrics.jsonl");
-  ASSERT_EQ(b.size(), a.size());
-  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(b[i], a[i], 1e-5 * a[i]);
+  expect_same_losses(cp, single);
+  auto ulysses = run_command(kBin + " launch -n 2 --" + train_args(sp, 2) + " --sp_size 2");
+  ASSERT_EQ(ulysses.exit_code, 0) << ulysses.err;
+  expect_same_losses(sp, single);
   // 30 tokens do not split into 2·cp = 4 chunks; an unknown strategy is upstream's error.
   auto r2 = run_command(kBin + " launch -n 2 --" + train_args(bad, 2) + " --cp_size 2 --seq_len 30");
   EXPECT_NE(r2.exit_code, 0);
@@ -129,7 +128,38 @@ TEST(DistributedCli, ContextParallelTrainsAndASequenceThatDoesNotSplitIsRejected
   EXPECT_NE(r3.err.find("Context Parallel does not support using ring for kv shards rotation"), std::string::npos)
       << r3.err;
   EXPECT_FALSE(fs::exists(bad / "model.safetensors"));
-  for (auto& d : {single, cp, bad}) fs::remove_all(d);
+  for (auto& d : {single, cp, sp, bad}) fs::remove_all(d);
+}
+
+TEST(DistributedCli, ATpPlanFileShardsWhatItNamesAndWarnsAboutTheRest) {
+  auto single = temp_dir("plan_single"), tp = temp_dir("plan_tp2"), bad = temp_dir("plan_bad");
+  fs::create_directories(tp);
+  // Attention only, and one rule for a module llama does not have.
+  std::ofstream(tp / "plan.json") << R"({"model.layers.*.self_attn.q_proj": "colwise",
+    "model.layers.*.self_attn.k_proj": "colwise", "model.layers.*.self_attn.v_proj": "colwise",
+    "model.layers.*.self_attn.o_proj": "rowwise", "model.layers.*.self_attn.qkv_proj": "colwise"})";
+  auto r0 = run_command(kBin + train_args(single, 2));
+  ASSERT_EQ(r0.exit_code, 0) << r0.err;
+  auto r1 = run_command(kBin + " launch -n 2 --" + train_args(tp, 2) + " --tp_size 2 --tp_plan " +
+                        (tp / "plan.json").string());
+  ASSERT_EQ(r1.exit_code, 0) << r1.err;
+  expect_same_losses(tp, single);
+  EXPECT_NE(r1.err.find("warning: tp_plan rule 'model.layers.*.self_attn.qkv_proj' matches no layer"), std::string::npos)
+      << r1.err;
+  EXPECT_NE(r1.err.find("warning: layer model.layers.1.mlp.down_proj is not sharded by the tp_plan"),
+            std::string::npos)
+      << r1.err;
+  EXPECT_EQ(r1.err.find("self_attn.q_proj is not sharded"), std::string::npos) << r1.err;
+  // A style upstream does not know is a usage error naming the rule; nothing is written.
+  std::ofstream(tp / "bad_plan.json") << R"({"model.layers.*.self_attn.q_proj": "diagonal"})";
+  auto r2 = run_command(kBin + " launch -n 2 --" + train_args(bad, 2) + " --tp_size 2 --tp_plan " +
+                        (tp / "bad_plan.json").string());
+  EXPECT_EQ(r2.exit_code, 2) << r2.err;
+  EXPECT_NE(r2.err.find("Unsupported tensor parallel style 'diagonal' for layer 'model.layers.*.self_attn.q_proj'"),
+            std::string::npos)
+      << r2.err;
+  EXPECT_FALSE(fs::exists(bad / "model.safetensors"));
+  for (auto& d : {single, tp, bad}) fs::remove_all(d);
 }
 
 TEST(DistributedCli, MixtralTrainsWithExpertParallelismAndABadEpSizeIsRejected) {
@@ -139,29 +169,24 @@ TEST(DistributedCli, MixtralTrainsWithExpertParallelismAndABadEpSizeIsRejected) 
   ASSERT_EQ(r0.exit_code, 0) << r0.err;
   auto r1 = run_command(kBin + " launch -n 2 --" + train_args(ep, 1) + moe + " --dp_shard_size 2 --ep_size 2");
   ASSERT_EQ(r1.exit_code, 0) << r1.err;
-  auto a = losses(single / "metrics.jsonl"), b = losses(ep / "metrics.jsonl");
-  ASSERT_EQ(b.size(), a.size());
-  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(b[i], a[i], 1e-5 * a[i]);
-  std::ifstream metrics(ep / "metrics.jsonl");
-  std::string first;
-  std::getline(metrics, first);
-  EXPECT_NE(first.find("tokens_per_expert"), std::string::npos) << first;
+  expect_same_losses(ep, single);
+  auto logged = metrics_of(ep);
+  ASSERT_FALSE(logged.empty());
+  EXPECT_EQ(logged[0]["tokens_per_expert"].size(), 2u) << logged[0];  // mixtral-tiny's 2 MoE layers
   // Router masking over every other rank of tp 4; the pairs holding the same experts split them inside.
   auto masked = temp_dir("moe_allreduce");
   auto r4 = run_command(kBin + " launch -n 4 --" + train_args(masked, 2) + moe +
                         " --tp_size 4 --ep_size 2 --ep_mode allreduce");
   ASSERT_EQ(r4.exit_code, 0) << r4.err;
-  auto c = losses(masked / "metrics.jsonl");
-  ASSERT_EQ(c.size(), a.size());
-  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(c[i], a[i], 1e-5 * a[i]);
+  expect_same_losses(masked, single);
   fs::remove_all(masked);
   // A capacity factor drops assignments and counts them.
   auto dropping = temp_dir("moe_drop");
   auto r2 = run_command(kBin + train_args(dropping, 2) + moe + " --moe_capacity_factor 0.5");
   ASSERT_EQ(r2.exit_code, 0) << r2.err;
-  std::ifstream dropped(dropping / "metrics.jsonl");
-  std::getline(dropped, first);
-  EXPECT_GT(nlohmann::json::parse(first)["dropped_tokens"].get<int64_t>(), 0) << first;
+  auto dropped = metrics_of(dropping);
+  ASSERT_EQ(dropped.size(), kSteps);
+  EXPECT_GT(dropped[0]["dropped_tokens"].get<int64_t>(), 0) << dropped[0];
   fs::remove_all(dropping);
   // ep must divide the dp_shard x cp ranks it is drawn from.
   auto r3 = run_command(kBin + " launch -n 2 --" + train_args(bad, 1) + moe + " --dp_shard_size 2 --ep_size 3");

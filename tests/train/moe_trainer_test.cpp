@@ -45,9 +45,10 @@ TEST(MoeTraining, OneMicroBatchGivesTransformersLossWithAuxAndItsGradients) {
   EXPECT_EQ(stats.dropped, 0);
   std::map<std::string, at::Tensor> params;
   for (auto& [name, p] : model->model().named_params()) params[name] = p;
-  for (auto& key : golden.names())
-    if (key.starts_with("grad."))
-      EXPECT_LT(max_rel_diff(params.at(key.substr(5)).grad(), golden.read(key)), 1e-4) << key;
+  for (auto& key : golden.names()) {
+    if (!key.starts_with("grad.")) continue;
+    EXPECT_LT(max_rel_diff(params.at(key.substr(5)).grad(), golden.read(key)), 1e-4) << key;
+  }
 }
 
 TEST(MoeTraining, TrainerLogsRoutingAndExportsPerExpertTensors) {
@@ -86,7 +87,11 @@ TEST(MoeTraining, TrainerLogsRoutingAndExportsPerExpertTensors) {
     int64_t total = 0;
     for (auto c : counts[0]) total += c;
     EXPECT_EQ(total, 2 * 2 * 2 * 16 * 2);  // 2 steps x 2 micro-batches x 2 rows x 16 tokens x top-2
-    EXPECT_GE(j["dropped_tokens"].get<int64_t>(), 0);
+    // Capacity 1.0 keeps 32 * 2 / 4 = 16 assignments per expert and forward: the busier experts
+    // drop, and as no expert gets more than all 32 tokens, at most half the assignments go.
+    const int64_t dropped = j["dropped_tokens"];
+    EXPECT_GT(dropped, 0) << line;
+    EXPECT_LE(dropped, total / 2) << line;
     ++lines;
   }
   EXPECT_EQ(lines, 2);

@@ -1,6 +1,7 @@
-// The trainer's pieces against their definitions: token-weighted accumulation, HF's LR
-// schedules, clipping, AdamW, and a resume from checkpoint-N that reproduces the
-// uninterrupted run exactly.
+// The trainer's pieces against their definitions: token-weighted accumulation, LR schedules,
+// decay groups and AdamW steps against transformers and torch (tests/golden/optim), clipping,
+// and a resume from checkpoint-N that reproduces the uninterrupted run exactly.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -8,6 +9,7 @@
 #include <fstream>
 
 #include "data/token_dataset.h"
+#include "io/safetensors.h"
 #include "models/llama.h"
 #include "nn/causal_lm_loss.h"
 #include "train/adamw.h"
@@ -18,8 +20,13 @@
 
 using namespace meshtrain;
 namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+using ::testing::StrEq;
+using ::testing::ThrowsMessage;
 
 namespace {
+
+std::filesystem::path golden_dir() { return fs::path(MESHTRAIN_SOURCE_DIR) / "tests/golden/optim"; }
 
 models::LlamaConfig tiny_config() {
   return models::LlamaConfig::load(fs::path(MESHTRAIN_SOURCE_DIR) / "configs/llama-tiny");
@@ -93,19 +100,21 @@ TEST(Accumulation, GradientIsTheTokenWeightedMeanOverTheWholeStep) {
   EXPECT_NEAR((3 * mean0 + 15 * mean1) / 18, loss_whole, 1e-6);
 }
 
-TEST(LrSchedule, MatchesHuggingFaceSchedulers) {
-  using train::LrSchedulerType;
-  // warmup 10, total 110
-  EXPECT_DOUBLE_EQ(train::lr_multiplier(LrSchedulerType::Linear, 0, 10, 110), 0.0);
-  EXPECT_DOUBLE_EQ(train::lr_multiplier(LrSchedulerType::Linear, 5, 10, 110), 0.5);
-  EXPECT_DOUBLE_EQ(train::lr_multiplier(LrSchedulerType::Linear, 10, 10, 110), 1.0);
-  EXPECT_DOUBLE_EQ(train::lr_multiplier(LrSchedulerType::Linear, 60, 10, 110), 0.5);
-  EXPECT_DOUBLE_EQ(train::lr_multiplier(LrSchedulerType::Linear, 110, 10, 110), 0.0);
-  EXPECT_NEAR(train::lr_multiplier(LrSchedulerType::Cosine, 60, 10, 110), 0.5, 1e-12);
-  EXPECT_NEAR(train::lr_multiplier(LrSchedulerType::Cosine, 35, 10, 110), 0.5 * (1 + std::cos(M_PI / 4)), 1e-12);
-  EXPECT_DOUBLE_EQ(train::lr_multiplier(LrSchedulerType::Constant, 3, 10, 110), 1.0);
-  EXPECT_DOUBLE_EQ(train::lr_multiplier(LrSchedulerType::ConstantWithWarmup, 3, 10, 110), 0.3);
-  EXPECT_DOUBLE_EQ(train::lr_multiplier(LrSchedulerType::ConstantWithWarmup, 50, 10, 110), 1.0);
+TEST(LrSchedule, MatchesTransformersGetScheduler) {
+  // Every type at warmup 0, warmup inside the run and warmup = max_steps (scripts/make_golden_optim.py).
+  std::ifstream in(golden_dir() / "schedules.json");
+  auto cases = nlohmann::json::parse(in);
+  ASSERT_EQ(cases.size(), 12u);
+  for (auto& c : cases) {
+    train::TrainingArguments a;
+    a.set("lr_scheduler_type", c["type"].get<std::string>());
+    const auto want = c["multipliers"].get<std::vector<double>>();
+    ASSERT_EQ(want.size(), c["total"].get<size_t>() + 1);
+    for (size_t s = 0; s < want.size(); ++s)
+      EXPECT_NEAR(train::lr_multiplier(a.lr_scheduler_type, static_cast<int64_t>(s), c["warmup"], c["total"]), want[s],
+                  1e-12)
+          << c["type"] << " warmup " << c["warmup"] << " total " << c["total"] << " step " << s;
+  }
 }
 
 TEST(GradClip, ScalesToMaxNormAndReportsTheNormBefore) {
@@ -120,25 +129,46 @@ TEST(GradClip, ScalesToMaxNormAndReportsTheNormBefore) {
   EXPECT_NEAR(params[1].second.grad()[0][0].item<double>(), 0.8, 1e-5);
 }
 
-TEST(AdamW, OneStepMatchesTheFormulaAndSkipsDecayOnNormsAndBiases) {
-  EXPECT_TRUE(train::decays("model.layers.0.mlp.up_proj.weight"));
-  EXPECT_FALSE(train::decays("model.layers.0.input_layernorm.weight"));
-  EXPECT_FALSE(train::decays("model.norm.weight"));
-  EXPECT_FALSE(train::decays("model.layers.0.self_attn.q_proj.bias"));
+TEST(AdamW, DecaysWhatHfTrainerDecays) {
+  // Every parameter of a Llama with biases and of a Qwen3-MoE, grouped by transformers' Trainer.
+  std::ifstream in(golden_dir() / "decay.json");
+  auto models = nlohmann::json::parse(in);
+  ASSERT_EQ(models.size(), 2u);
+  for (auto& [model, params] : models.items()) {
+    EXPECT_GT(params.size(), 20u) << model;
+    for (auto& [name, decays] : params.items()) EXPECT_EQ(train::decays(name), decays.get<bool>()) << model << " " << name;
+  }
+}
 
-  auto w = at::tensor({1.0f, -2.0f}).requires_grad_();
-  auto n = at::tensor({1.0f}).requires_grad_();
-  train::AdamW opt({{"x.weight", w}, {"x_norm.weight", n}}, {0.9, 0.99, 1e-8, 0.5});
-  w.mutable_grad() = at::tensor({0.5f, 0.25f});
-  n.mutable_grad() = at::tensor({1.0f});
-  for (int step = 1; step <= 2; ++step) opt.step(0.1);
-  // Two steps with the same gradient g: m_hat = g, v_hat = g², so each update is lr·sign(g);
-  // decoupled decay multiplies by (1 - lr·wd) first, for w only.
-  double w0 = 1.0;
-  for (int s = 0; s < 2; ++s) w0 = w0 * (1 - 0.1 * 0.5) - 0.1 * 0.5 / (0.5 + 1e-8);
-  EXPECT_NEAR(w[0].item<double>(), w0, 1e-6);
-  EXPECT_NEAR(n[0].item<double>(), 1.0 - 0.2, 1e-6);
-  EXPECT_EQ(opt.steps_taken(), 2);
+TEST(AdamW, StepsMatchTorchWithVaryingGradientsRatesAndGroups) {
+  // torch.optim.AdamW over 6 steps: a new gradient and learning rate every step, weight decay on
+  // HF's decay group only, and one parameter without a gradient on step 2 (skipped, its own
+  // step count not advanced).
+  io::SafetensorsFile golden(golden_dir() / "adamw.safetensors");
+  auto options = golden.read("options");
+  const auto lrs = golden.read("lr");
+  std::vector<std::pair<std::string, at::Tensor>> params;
+  for (auto& key : golden.names())
+    if (key.starts_with("init.")) params.emplace_back(key.substr(5), golden.read(key).clone().requires_grad_());
+  ASSERT_EQ(params.size(), 4u);
+  train::AdamW opt(params, {options[0].item<double>(), options[1].item<double>(), options[2].item<double>(),
+                            options[3].item<double>()});
+  int skipped = 0;
+  for (int64_t step = 0; step < lrs.size(0); ++step) {
+    for (auto& [name, p] : params) {
+      const auto key = "grad." + std::to_string(step) + "." + name;
+      p.mutable_grad() = golden.contains(key) ? golden.read(key) : at::Tensor();
+      skipped += !golden.contains(key);
+    }
+    opt.step(lrs[step].item<double>());
+    for (auto& [name, p] : params) {
+      auto want = golden.read("after." + std::to_string(step) + "." + name);
+      EXPECT_TRUE(at::allclose(p, want, 1e-5, 1e-7))
+          << name << " after step " << step << ": max diff " << (p - want).abs().max().item<double>();
+    }
+  }
+  EXPECT_EQ(skipped, 1);
+  EXPECT_EQ(opt.steps_taken(), lrs.size(0));
 }
 
 TEST(Trainer, ResumeFromCheckpointReproducesTheUninterruptedRunExactly) {
@@ -220,11 +250,20 @@ TEST(TrainingArguments, FlagsAndJsonAreValidated) {
   EXPECT_EQ(a.learning_rate, 0.01);
   EXPECT_EQ(a.max_steps, 7);
   EXPECT_EQ(a.lr_scheduler_type, train::LrSchedulerType::Cosine);
-  EXPECT_THROW(a.set("max_steps", "ten"), UsageError);
-  EXPECT_THROW(a.set("lr_scheduler_type", "exponential"), UsageError);
-  EXPECT_THROW(a.update_from_json({{"learning_rat", 1}}, "args.json"), UsageError);
+  EXPECT_THAT([&] { a.set("max_steps", "ten"); },
+              ThrowsMessage<UsageError>(StrEq("--max_steps expects an integer, got 'ten'")));
+  EXPECT_THAT([&] { a.set("lr_scheduler_type", "exponential"); },
+              ThrowsMessage<UsageError>(HasSubstr("--lr_scheduler_type must be one of linear, cosine, constant, "
+                                                  "constant_with_warmup; got 'exponential'")));
+  EXPECT_THAT([&] { a.update_from_json({{"learning_rat", 1}}, "args.json"); },
+              ThrowsMessage<UsageError>(StrEq("args.json: unknown training argument 'learning_rat'")));
   a.warmup_steps = 8;
-  EXPECT_THROW(a.validate(), UsageError);
+  EXPECT_THAT([&] { a.validate(); },
+              ThrowsMessage<UsageError>(StrEq("--warmup_steps must be in [0, max_steps=7], got 8")));
+  a.warmup_steps = 0;
+  a.adam_beta2 = 1.0;
+  EXPECT_THAT([&] { a.validate(); }, ThrowsMessage<UsageError>(StrEq("--adam_beta2 must be in [0, 1), got 1")));
+  a.adam_beta2 = 0.999;
   auto round_trip = train::TrainingArguments();
   round_trip.update_from_json(a.to_json(), "self");
   EXPECT_EQ(round_trip.to_json(), a.to_json());

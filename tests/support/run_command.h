@@ -1,16 +1,20 @@
-// Runs a shell command for the CLI tests, capturing its exit code, stdout and stderr.
+// Runs a shell command for the tests (the CLI, and transformers through tests/tools/hf_check.py),
+// capturing its exit code, stdout and stderr.
 #pragma once
+#include <gtest/gtest.h>
 #include <sys/wait.h>
 
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+#include <vector>
 
 namespace meshtrain::testing {
 
-// The executable under test, the source tree, and a Python with transformers ("" if none).
+// The executable under test, the source tree, and the Python with transformers (required by CMake).
 inline const std::string kBin = MESHTRAIN_BIN;
 inline const std::string kSource = MESHTRAIN_SOURCE_DIR;
 inline const std::string kPython = MESHTRAIN_PYTHON;
@@ -49,6 +53,22 @@ inline double printed_value(const std::string& text, const std::string& key) {
   auto pos = text.find(key + ": ");
   if (pos == std::string::npos) return std::nan("");
   return std::stod(text.substr(pos + key.size() + 2));
+}
+
+// What transformers computes for the model saved in dir: max |logits - golden logits| on the
+// golden inputs; NaN (which fails any comparison) when the check does not run.
+inline double hf_logit_diff(const std::filesystem::path& dir, const std::filesystem::path& golden) {
+  auto r = run_command(hf_check_command("golden " + dir.string() + " " + golden.string()));
+  if (r.exit_code != 0) ADD_FAILURE() << "hf_check.py golden failed:\n" << r.out << r.err;
+  return printed_value(r.out, "max_abs_logit_diff");
+}
+
+// A run's metrics.jsonl, one object per logged step.
+inline std::vector<nlohmann::json> metrics_of(const std::filesystem::path& run_dir) {
+  std::ifstream in(run_dir / "metrics.jsonl");
+  std::vector<nlohmann::json> out;
+  for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line));
+  return out;
 }
 
 }  // namespace meshtrain::testing
