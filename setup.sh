@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
 # Installs what is missing (Debian packages, the Python venv with the torch wheel), then
-# configures and builds meshtrain in build/. Safe to run again: each step is skipped when done.
+# configures and builds meshtrain in build/: the binary, or with --tests also the tests and
+# benchmarks. Safe to run again: each step is skipped when done.
 # The venv lives outside the clone (MESHTRAIN_VENV) so fresh clones reuse it.
 set -euo pipefail
 cd "$(dirname "$0")"
+
+targets=(--target meshtrain)
+case "${1:-}" in
+  "") ;;
+  --tests) targets=() ;;
+  *) echo "usage: ./setup.sh [--tests]" >&2; exit 2 ;;
+esac
 
 venv="${MESHTRAIN_VENV:-$HOME/.cache/meshtrain/venv}"
 build="${MESHTRAIN_BUILD:-build}"
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-apt_packages=(g++ cmake ninja-build ccache git libgtest-dev libgmock-dev nlohmann-json3-dev libgloo-dev python3 python3-venv python3-pip)
+apt_packages=(g++ cmake ninja-build ccache git libgtest-dev libgmock-dev nlohmann-json3-dev libgloo-dev python3 python3-venv
+              python3-pip)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -39,4 +48,4 @@ if [ ! -f "$build/build.ninja" ]; then
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTORCH_DIR="$torch_dir" \
     -DMESHTRAIN_PYTHON="$venv/bin/python" >/dev/null
 fi
-cmake --build "$build"
+cmake --build "$build" "${targets[@]}"

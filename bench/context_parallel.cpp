@@ -43,9 +43,9 @@ Result measure(int64_t cp, int64_t sp, int64_t seq_len) {
     auto pm = std::make_shared<parallel::ParallelModel>(model, mesh, parallel::ParallelOptions{});
     model->init_weights(1);
     train::AdamW opt(model->named_params(), {});
-    auto& world = mesh->group("world");
-    auto& cp_group = mesh->group("cp");
-    auto& sp_group = mesh->group("sp");
+    auto& world = mesh->group(MeshDim::World);
+    auto& cp_group = mesh->group(MeshDim::Cp);
+    auto& sp_group = mesh->group(MeshDim::Sp);
     at::manual_seed(7);
     double seconds = 0, activations = 0;
     for (int s = 0; s < 2; ++s) {  // step 0 warms up

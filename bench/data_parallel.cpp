@@ -15,6 +15,7 @@
 #include "dist/collectives.h"
 #include "nn/causal_lm_loss.h"
 #include "support/run_ranks.h"
+#include "parallel/ddp.h"
 #include "train/adamw.h"
 #include "train/trainer.h"
 
@@ -45,7 +46,7 @@ Result measure(const dist::MeshSizes& sizes, int steps, double bucket_cap_mb) {
     auto pm = std::make_shared<parallel::ParallelModel>(model, mesh, options);
     train::AdamW opt(model->named_params(), {});
     const bool fsdp = sizes.dp_shard > 1;
-    auto& group = mesh->group(fsdp ? "dp_shard" : "dp_replicate");
+    auto& group = mesh->group(fsdp ? MeshDim::DpShard : MeshDim::DpReplicate);
     const int n = group.size();
     const int64_t micro = 8 / n;
     at::manual_seed(mesh->rank());
@@ -54,7 +55,7 @@ Result measure(const dist::MeshSizes& sizes, int steps, double bucket_cap_mb) {
       if (s == 1) group.reset_bytes_sent();  // step 0 warms up
       auto ids = at::randint(0, config.vocab_size, {micro, 256});
       auto t0 = std::chrono::steady_clock::now();
-      train::accumulate_gradients(*pm, {{ids, nn::shift_labels(ids)}}, 8 * 255);
+      parallel::step_loss(*pm, {{ids, nn::shift_labels(ids)}}, parallel::Pass::ForwardBackward);
       pm->clip_grad_norm(1.0);
       opt.step(1e-3);
       opt.zero_grad();

@@ -42,7 +42,7 @@ Result measure(bool moe, int64_t ep, int steps) {
     auto pm = std::make_shared<parallel::ParallelModel>(model, mesh, options);
     model->init_weights(1);
     train::AdamW opt(model->named_params(), {});
-    auto& group = mesh->group("ep");
+    auto& group = mesh->group(MeshDim::Ep);
     const int64_t micro = kGlobalBatch / ep;
     at::manual_seed(mesh->rank());
     double seconds = 0;
@@ -50,7 +50,7 @@ Result measure(bool moe, int64_t ep, int steps) {
       if (s == 1) group.reset_bytes_sent();  // step 0 warms up
       auto ids = at::randint(0, config.vocab_size, {micro, kSeq});
       auto t0 = std::chrono::steady_clock::now();
-      train::accumulate_gradients(*pm, {{ids, nn::shift_labels(ids)}}, kGlobalBatch * (kSeq - 1));
+      parallel::step_loss(*pm, {{ids, nn::shift_labels(ids)}}, parallel::Pass::ForwardBackward);
       pm->clip_grad_norm(1.0);
       opt.step(1e-3);
       opt.zero_grad();

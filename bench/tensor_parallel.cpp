@@ -67,8 +67,8 @@ Result measure(const Layout& layout, int steps) {
     auto pm = std::make_shared<parallel::ParallelModel>(model, mesh, options);
     model->init_weights(1);
     train::AdamW opt(model->named_params(), {});
-    auto& group = mesh->group("tp");
-    auto& world = mesh->group("world");
+    auto& group = mesh->group(MeshDim::Tp);
+    auto& world = mesh->group(MeshDim::World);
     at::manual_seed(7);
     double seconds = 0;
     for (int s = 0; s <= steps; ++s) {

@@ -33,121 +33,129 @@ MeshSizes resolve_mesh_sizes(MeshSizes s, int64_t world) {
   return s;
 }
 
-const std::map<std::string, std::vector<std::string>>& DeviceMesh::flattened() {
-  static const std::map<std::string, std::vector<std::string>> f = {
-      {"dp", {"dp_replicate", "dp_shard"}},
-      {"dp_shard_cp", {"dp_shard", "cp"}},
-      {"dp_cp", {"dp_replicate", "dp_shard", "cp"}},
-      {"dp_replicate_sp", {"dp_replicate", "sp"}},
-      {"dp_cp_sp", {"dp_replicate", "dp_shard", "cp", "sp"}},
-      {"world", {"dp_replicate", "dp_shard", "cp", "sp", "tp"}}};
-  return f;
+namespace {
+
+size_t index_of(MeshDim dim) {  // of a dim of the mesh in kMeshDims
+  return static_cast<size_t>(std::find(kMeshDims.begin(), kMeshDims.end(), dim) - kMeshDims.begin());
+}
+
+bool is_expert_dim(MeshDim dim) { return std::find(kExpertDims.begin(), kExpertDims.end(), dim) != kExpertDims.end(); }
+
+}  // namespace
+
+std::vector<MeshDim> DeviceMesh::dims_of(MeshDim dim) {
+  using enum MeshDim;
+  switch (dim) {
+    case Dp: return {DpReplicate, DpShard};
+    case DpShardCp: return {DpShard, Cp};
+    case DpCp: return {DpReplicate, DpShard, Cp};
+    case DpReplicateSp: return {DpReplicate, Sp};
+    case DpCpSp: return {DpReplicate, DpShard, Cp, Sp};
+    case World: return {kMeshDims.begin(), kMeshDims.end()};
+    case Ep:
+    case Etp:
+    case EpReplicate: fail("mesh group ", name_of(dim), " is not made of whole mesh dims");
+    default: return {dim};
+  }
 }
 
 DeviceMesh::DeviceMesh(MeshSizes sizes, int rank) : sizes_(sizes), rank_(rank) {
   MT_CHECK(rank >= 0 && rank < world_size(), "rank ", rank, " is outside a mesh of ", world_size(), " ranks");
   int64_t r = rank;
-  for (size_t d = kDims.size(); d-- > 0;) {  // tp varies fastest
-    coords_[d] = r % dim_size(d);
-    r /= dim_size(d);
+  for (size_t d = kMeshDims.size(); d-- > 0;) {  // tp varies fastest
+    coords_[d] = r % dim_size(kMeshDims[d]);
+    r /= dim_size(kMeshDims[d]);
   }
-  for (auto name : kDims) groups_[name] = Group::solo(name, rank);
-  for (auto& [name, dims] : flattened()) groups_[name] = Group::solo(name, rank);
-  for (auto name : kExpertGroups) groups_[name] = Group::solo(name, rank);
+  for (auto dims : {std::vector<MeshDim>(kMeshDims.begin(), kMeshDims.end()),
+                    std::vector<MeshDim>(kFlattenedDims.begin(), kFlattenedDims.end()),
+                    std::vector<MeshDim>(kExpertDims.begin(), kExpertDims.end())})
+    for (auto dim : dims) groups_[dim] = Group::solo(dim, rank);
 }
 
-int64_t DeviceMesh::dim_size(size_t d) const {
-  const std::array<int64_t, 5> s = {sizes_.dp_replicate, sizes_.dp_shard, sizes_.cp, sizes_.sp, sizes_.tp};
-  return s[d];
+int64_t DeviceMesh::dim_size(MeshDim dim) const {
+  const std::array<int64_t, kMeshDims.size()> s = {sizes_.dp_replicate, sizes_.dp_shard, sizes_.cp, sizes_.sp,
+                                                   sizes_.tp};
+  return s[index_of(dim)];
 }
 
-std::vector<std::string> DeviceMesh::dims_of(const std::string& name) const {
-  if (auto it = flattened().find(name); it != flattened().end()) return it->second;
-  MT_CHECK(std::find(kDims.begin(), kDims.end(), name) != kDims.end(), "unknown mesh dim '", name,
-           "' (dims: dp_replicate, dp_shard, cp, sp, tp; flattened: dp, dp_shard_cp, dp_cp, dp_replicate_sp, dp_cp_sp)");
-  return {name};
-}
-
-int64_t DeviceMesh::size(const std::string& name) const {
-  if (name == "ep") return sizes_.ep;
-  if (name == "etp") return sizes_.ep_in_tp && sizes_.ep > 1 ? sizes_.tp / sizes_.ep : 1;
-  if (name == "ep_replicate") return sizes_.product() / (sizes_.ep_in_tp ? sizes_.tp : sizes_.tp * sizes_.ep);
+int64_t DeviceMesh::size(MeshDim dim) const {
+  if (dim == MeshDim::Ep) return sizes_.ep;
+  if (dim == MeshDim::Etp) return sizes_.ep_in_tp && sizes_.ep > 1 ? sizes_.tp / sizes_.ep : 1;
+  if (dim == MeshDim::EpReplicate) return sizes_.product() / (sizes_.ep_in_tp ? sizes_.tp : sizes_.tp * sizes_.ep);
   int64_t n = 1;
-  for (auto& dim : dims_of(name))
-    n *= dim_size(std::find(kDims.begin(), kDims.end(), dim) - kDims.begin());
+  for (auto d : dims_of(dim)) n *= dim_size(d);
   return n;
 }
 
-int64_t DeviceMesh::coordinate(const std::string& name) const {
+int64_t DeviceMesh::coordinate(MeshDim dim) const {
   int64_t c = 0;
-  for (auto& dim : dims_of(name)) {
-    const size_t d = std::find(kDims.begin(), kDims.end(), dim) - kDims.begin();
-    c = c * dim_size(d) + coords_[d];
-  }
+  for (auto d : dims_of(dim)) c = c * dim_size(d) + coords_[index_of(d)];
   return c;
 }
 
-std::vector<int> DeviceMesh::group_ranks(const std::string& name) const {
-  if (sizes_.ep_in_tp && (name == "ep" || name == "etp" || name == "ep_replicate")) {
-    const int64_t block = sizes_.tp / sizes_.ep, mine = coordinate("tp");
+std::vector<int> DeviceMesh::group_ranks(MeshDim dim) const {
+  using enum MeshDim;
+  if (is_expert_dim(dim)) {
+    // Router masking: ep strided over the tp group, etp its blocks, ep_replicate the same tp
+    // coordinate. Token dispatch: ep a block of the dp_shard_cp group, ep_replicate the same
+    // place in the other blocks (tp coordinate equal).
+    const int64_t ep = sizes_.ep, block = sizes_.tp / ep;
     std::vector<int> ranks;
     for (int r = 0; r < world_size(); ++r) {
       DeviceMesh other(sizes_, r);
-      const int64_t t = other.coordinate("tp");
-      const bool same_tp_group = other.group_ranks("tp") == group_ranks("tp");
-      const bool same = name == "ep"    ? same_tp_group && t % block == mine % block
-                        : name == "etp" ? same_tp_group && t / block == mine / block
-                                        : t == mine;
+      bool same;
+      if (sizes_.ep_in_tp) {
+        const int64_t t = other.coordinate(Tp), mine = coordinate(Tp);
+        const bool same_tp_group = other.group_ranks(Tp) == group_ranks(Tp);
+        same = dim == Ep    ? same_tp_group && t % block == mine % block
+               : dim == Etp ? same_tp_group && t / block == mine / block
+                            : t == mine;
+      } else {
+        const int64_t index = other.coordinate(DpShardCp), mine = coordinate(DpShardCp);
+        same = dim == Ep    ? other.group_ranks(DpShardCp) == group_ranks(DpShardCp) && index / ep == mine / ep
+               : dim == Etp ? r == rank_
+                            : other.coordinate(Tp) == coordinate(Tp) && index % ep == mine % ep;
+      }
       if (same) ranks.push_back(r);
     }
     return ranks;
   }
-  if (name == "ep" || name == "ep_replicate") {
-    const int64_t ep = sizes_.ep, mine = coordinate("dp_shard_cp");
-    std::vector<int> ranks;
-    for (int r = 0; r < world_size(); ++r) {
-      DeviceMesh other(sizes_, r);
-      const int64_t index = other.coordinate("dp_shard_cp");
-      const bool same = name == "ep" ? other.group_ranks("dp_shard_cp") == group_ranks("dp_shard_cp") &&
-                                           index / ep == mine / ep
-                                     : other.coordinate("tp") == coordinate("tp") && index % ep == mine % ep;
-      if (same) ranks.push_back(r);
-    }
-    return ranks;
-  }
-  std::vector<size_t> free;
-  for (auto& dim : dims_of(name)) free.push_back(std::find(kDims.begin(), kDims.end(), dim) - kDims.begin());
+  const auto free = dims_of(dim);
   std::vector<int> ranks;
   // Enumerate the free dims in mesh order (outer to inner), the others fixed at this rank's coords.
-  const int64_t n = size(name);
+  const int64_t n = size(dim);
   for (int64_t i = 0; i < n; ++i) {
     auto c = coords_;
     int64_t rest = i;
     for (size_t k = free.size(); k-- > 0;) {
-      c[free[k]] = rest % dim_size(free[k]);
+      c[index_of(free[k])] = rest % dim_size(free[k]);
       rest /= dim_size(free[k]);
     }
     int64_t r = 0;
-    for (size_t d = 0; d < kDims.size(); ++d) r = r * dim_size(d) + c[d];
+    for (size_t d = 0; d < kMeshDims.size(); ++d) r = r * dim_size(kMeshDims[d]) + c[d];
     ranks.push_back(static_cast<int>(r));
   }
   return ranks;
 }
 
-void DeviceMesh::create_groups(const c10::intrusive_ptr<c10d::Store>& store, std::chrono::milliseconds timeout,
-                               const std::string& master_addr) {
-  std::vector<std::string> names(kDims.begin(), kDims.end());
-  for (auto& [name, dims] : flattened()) names.push_back(name);
-  if (sizes_.ep > 1) names.insert(names.end(), {"ep", "ep_replicate"});
-  if (sizes_.ep > 1 && sizes_.ep_in_tp) names.push_back("etp");
-  for (auto& name : names)
-    groups_[name] = std::make_shared<Group>(name, group_ranks(name), rank_, store, timeout, master_addr);
+std::vector<MeshDim> DeviceMesh::dims_with_groups() const {
+  std::vector<MeshDim> dims(kMeshDims.begin(), kMeshDims.end());
+  dims.insert(dims.end(), kFlattenedDims.begin(), kFlattenedDims.end());
+  if (sizes_.ep > 1) dims.insert(dims.end(), {MeshDim::Ep, MeshDim::EpReplicate});
+  if (sizes_.ep > 1 && sizes_.ep_in_tp) dims.push_back(MeshDim::Etp);
+  return dims;
 }
 
-Group& DeviceMesh::group(const std::string& name) const {
-  if (std::find(kExpertGroups.begin(), kExpertGroups.end(), name) == kExpertGroups.end())
-    dims_of(name);  // validates the name
-  return *groups_.at(name);
+void DeviceMesh::create_groups(const c10::intrusive_ptr<c10d::Store>& store, std::chrono::milliseconds timeout,
+                               const std::string& master_addr) {
+  for (auto dim : dims_with_groups())
+    groups_[dim] = std::make_shared<Group>(dim, group_ranks(dim), rank_, store, timeout, master_addr);
 }
+
+void DeviceMesh::create_layout_groups() {
+  for (auto dim : dims_with_groups()) groups_[dim] = Group::layout_only(dim, group_ranks(dim), rank_);
+}
+
+Group& DeviceMesh::group(MeshDim dim) const { return *groups_.at(dim); }
 
 }  // namespace meshtrain::dist

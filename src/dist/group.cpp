@@ -9,19 +9,18 @@
 
 namespace meshtrain::dist {
 
-Group::Group(std::string name, std::vector<int> ranks, int global_rank)
-    : name_(std::move(name)), ranks_(std::move(ranks)) {
+Group::Group(MeshDim dim, std::vector<int> ranks, int global_rank) : dim_(dim), ranks_(std::move(ranks)) {
   auto it = std::find(ranks_.begin(), ranks_.end(), global_rank);
-  MT_CHECK(it != ranks_.end(), "rank ", global_rank, " is not a member of group ", name_);
+  MT_CHECK(it != ranks_.end(), "rank ", global_rank, " is not a member of group ", name());
   index_ = static_cast<int>(it - ranks_.begin());
 }
 
-Group::Group(std::string name, std::vector<int> ranks, int global_rank, const c10::intrusive_ptr<c10d::Store>& store,
+Group::Group(MeshDim dim, std::vector<int> ranks, int global_rank, const c10::intrusive_ptr<c10d::Store>& store,
              std::chrono::milliseconds timeout, const std::string& master_addr)
-    : Group(std::move(name), std::move(ranks), global_rank) {
+    : Group(dim, std::move(ranks), global_rank) {
   timeout_ = timeout;
   if (ranks_.size() <= 1) return;
-  std::string key = name_;
+  std::string key = name();
   for (int r : ranks_) key.append("_").append(std::to_string(r));
   auto options = c10d::ProcessGroupGloo::Options::create(timeout);
   const bool loopback = master_addr.starts_with("127.") || master_addr == "localhost" || master_addr == "::1";
@@ -31,12 +30,21 @@ Group::Group(std::string name, std::vector<int> ranks, int global_rank, const c1
   try {
     backend_ = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, index_, size(), options);
   } catch (const std::exception& e) {
-    fail("rank ", global_rank, ": creating group ", name_, " failed: ", e.what());
+    fail("rank ", global_rank, ": creating group ", name(), " failed: ", e.what());
   }
 }
 
-std::shared_ptr<Group> Group::solo(std::string name, int global_rank) {
-  return std::shared_ptr<Group>(new Group(std::move(name), {global_rank}, global_rank));
+std::shared_ptr<Group> Group::solo(MeshDim dim, int global_rank) {
+  return std::shared_ptr<Group>(new Group(dim, {global_rank}, global_rank));
+}
+
+std::shared_ptr<Group> Group::layout_only(MeshDim dim, std::vector<int> ranks, int global_rank) {
+  return std::shared_ptr<Group>(new Group(dim, std::move(ranks), global_rank));
+}
+
+c10d::Backend& Group::backend() const {
+  MT_CHECK(backend_, "group ", name(), " of rank ", global_rank(), " has no backend: a layout-only mesh does not communicate");
+  return *backend_;
 }
 
 }  // namespace meshtrain::dist

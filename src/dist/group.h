@@ -11,24 +11,30 @@
 #include <string>
 #include <vector>
 
+#include "util/mesh_dim.h"
+
 namespace meshtrain::dist {
 
 class Group {
  public:
   // Creates the Gloo backend when ranks.size() > 1: every member must call this with the same
-  // name and ranks (the store key prefix is derived from them). Peers connect over loopback
+  // dim and ranks (the store key prefix is derived from them). Peers connect over loopback
   // when master_addr is a loopback address, else over the interface of this host's name.
-  Group(std::string name, std::vector<int> ranks, int global_rank, const c10::intrusive_ptr<c10d::Store>& store,
+  Group(MeshDim dim, std::vector<int> ranks, int global_rank, const c10::intrusive_ptr<c10d::Store>& store,
         std::chrono::milliseconds timeout, const std::string& master_addr);
   // A group of this rank alone.
-  static std::shared_ptr<Group> solo(std::string name, int global_rank);
+  static std::shared_ptr<Group> solo(MeshDim dim, int global_rank);
+  // The ranks of a group without a backend, for laying a model out (meshtrain plan); any
+  // collective on it is an error.
+  static std::shared_ptr<Group> layout_only(MeshDim dim, std::vector<int> ranks, int global_rank);
 
-  const std::string& name() const { return name_; }
+  MeshDim dim() const { return dim_; }
+  const char* name() const { return name_of(dim_); }
   int size() const { return static_cast<int>(ranks_.size()); }
   int rank() const { return index_; }  // position in the group
   int global_rank() const { return ranks_[index_]; }
   const std::vector<int>& ranks() const { return ranks_; }
-  c10d::Backend& backend() const { return *backend_; }
+  c10d::Backend& backend() const;
   std::chrono::milliseconds timeout() const { return timeout_; }
 
   // Bytes this rank sent, as the ring / pairwise algorithm of each collective counts them.
@@ -37,8 +43,8 @@ class Group {
   void reset_bytes_sent() { bytes_sent_ = 0; }
 
  private:
-  Group(std::string name, std::vector<int> ranks, int global_rank);
-  std::string name_;
+  Group(MeshDim dim, std::vector<int> ranks, int global_rank);
+  MeshDim dim_;
   std::vector<int> ranks_;
   int index_ = 0;
   std::chrono::milliseconds timeout_{300000};

@@ -177,11 +177,13 @@ void save_hf_checkpoint(const LlamaForCausalLM& model, const std::filesystem::pa
   util::write_file_atomic(dir / "config.json", model.config().to_json().dump(2) + "\n");
 }
 
-std::shared_ptr<LlamaForCausalLM> load_pretrained(const std::filesystem::path& dir) {
+std::shared_ptr<LlamaForCausalLM> load_pretrained(
+    const std::filesystem::path& dir, const std::function<void(std::shared_ptr<LlamaForCausalLM>)>& prepare) {
   auto config = LlamaConfig::load(dir);
   io::CheckpointReader checkpoint(dir);
   if (config.moe) config.moe->checkpoint_layout = detect_expert_layout(config, checkpoint);
   auto model = std::make_shared<LlamaForCausalLM>(config);
+  if (prepare) prepare(model);
   load_hf_weights(*model, checkpoint);
   return model;
 }

@@ -5,6 +5,7 @@
 // save back in the layout they came from (a fresh model: per-expert, as transformers 5 saves).
 #pragma once
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -44,7 +45,10 @@ void load_hf_weights(LlamaForCausalLM& model, const io::CheckpointReader& checkp
 void save_hf_checkpoint(const LlamaForCausalLM& model, const std::filesystem::path& dir,
                         uint64_t max_shard_bytes = 0);
 
-// A model built from dir/config.json with the weights of dir (remembering the expert layout).
-std::shared_ptr<LlamaForCausalLM> load_pretrained(const std::filesystem::path& dir);
+// A model built from dir/config.json with the weights of dir, remembering the experts' layout to
+// save them back in. `prepare` runs on the fresh model before the weights are read (parallelising
+// it, so that each rank reads only its own blocks).
+std::shared_ptr<LlamaForCausalLM> load_pretrained(
+    const std::filesystem::path& dir, const std::function<void(std::shared_ptr<LlamaForCausalLM>)>& prepare = {});
 
 }  // namespace meshtrain::models

@@ -31,10 +31,13 @@ LlamaDecoderLayer::LlamaDecoderLayer(const LlamaConfig& c, int64_t layer_index) 
       "post_attention_layernorm", std::make_shared<nn::RMSNorm>(c.hidden_size, c.rms_norm_eps));
 }
 
-at::Tensor LlamaDecoderLayer::forward(const at::Tensor& hidden, const nn::RopeTables& rope) {
+at::Tensor LlamaDecoderLayer::forward(const at::Tensor& hidden, const nn::RopeTables& rope, Routing* routing) {
   auto h = hidden + self_attn->forward(input_layernorm->forward(hidden), rope);
   auto normed = post_attention_layernorm->forward(h);
-  return h + (moe ? moe->forward(normed) : mlp->forward(normed));
+  if (!moe) return h + mlp->forward(normed);
+  auto out = moe->forward(normed);
+  if (routing) routing->push_back(std::move(out.router));
+  return h + out.hidden;
 }
 
 LlamaModel::LlamaModel(const LlamaConfig& c) : rotary_(c.head_dim, c.rope_theta, c.rope_scaling) {
@@ -48,13 +51,13 @@ LlamaModel::LlamaModel(const LlamaConfig& c) : rotary_(c.head_dim, c.rope_theta,
   norm = register_module("norm", std::make_shared<nn::RMSNorm>(c.hidden_size, c.rms_norm_eps));
 }
 
-at::Tensor LlamaModel::forward(const at::Tensor& input_ids, const at::Tensor& position_ids) {
+at::Tensor LlamaModel::forward(const at::Tensor& input_ids, const at::Tensor& position_ids, Routing* routing) {
   auto hidden = embed_tokens->forward(input_ids);
   auto rope = rotary_.tables(position_ids, hidden.scalar_type());
   for (size_t i = 0; i < layers.size(); ++i) {
     auto& layer = layers[i];
-    hidden = runner->run(static_cast<int64_t>(i),
-                         [&](const at::Tensor& x) { return layer->forward(x, rope); }, hidden);
+    hidden = runners.run(
+        static_cast<int64_t>(i), [&](const at::Tensor& x) { return layer->forward(x, rope, routing); }, hidden);
   }
   return norm->forward(hidden);
 }
@@ -66,12 +69,12 @@ LlamaForCausalLM::LlamaForCausalLM(const LlamaConfig& c) : config_(c) {
   for (auto& [name, p] : named_params()) placements_[name] = nn::ParamPlacement::whole(p.sizes().vec());
 }
 
-at::Tensor LlamaForCausalLM::forward(const at::Tensor& input_ids, const at::Tensor& position_ids) {
+at::Tensor LlamaForCausalLM::forward(const at::Tensor& input_ids, const at::Tensor& position_ids, Routing* routing) {
   MT_CHECK(input_ids.dim() == 2, "input_ids must be [B, T], got ", input_ids.sizes());
   auto positions = position_ids.defined()
                        ? position_ids
                        : at::arange(input_ids.size(1), input_ids.options()).unsqueeze(0).expand_as(input_ids);
-  auto hidden = model->forward(input_ids, positions);
+  auto hidden = model->forward(input_ids, positions, routing);
   if (lm_head) return lm_head->forward(hidden);
   return tied_head_style->linear(hidden, model->embed_tokens->weight, {});
 }
@@ -127,18 +130,15 @@ std::vector<std::shared_ptr<nn::SparseMoe>> LlamaForCausalLM::moe_layers() const
   return out;
 }
 
-nn::RouterLoad LlamaForCausalLM::router_load() const {
+nn::RouterLoad LlamaForCausalLM::router_load(const Routing& routing) const {
+  if (routing.empty()) return {};
   std::vector<at::Tensor> logits;
-  for (auto& moe : moe_layers()) {
-    MT_CHECK(moe->last_stats().router_logits.defined(), "the router aux loss needs a forward first");
-    logits.push_back(moe->last_stats().router_logits);
-  }
-  if (logits.empty()) return {};
+  for (auto& record : routing) logits.push_back(record.router_logits);
   return nn::router_load(logits, config_.moe->num_experts, config_.moe->num_experts_per_tok);
 }
 
-at::Tensor LlamaForCausalLM::router_aux_loss() const {
-  auto load = router_load();
+at::Tensor LlamaForCausalLM::router_aux_loss(const Routing& routing) const {
+  auto load = router_load(routing);
   if (!load.prob_sum.defined()) return {};
   return nn::balance_loss(load.assignments, load.prob_sum, static_cast<double>(load.rows));
 }

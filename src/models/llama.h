@@ -23,10 +23,14 @@
 
 namespace meshtrain::models {
 
+// The router records of a forward's MoE layers, in the order they ran.
+using Routing = std::vector<nn::RouterRecord>;
+
 class LlamaDecoderLayer : public torch::nn::Module {
  public:
   LlamaDecoderLayer(const LlamaConfig& c, int64_t layer_index = 0);
-  at::Tensor forward(const at::Tensor& hidden, const nn::RopeTables& rope);
+  // An MoE layer appends its router record to `routing` when given.
+  at::Tensor forward(const at::Tensor& hidden, const nn::RopeTables& rope, Routing* routing = nullptr);
 
   std::shared_ptr<nn::RMSNorm> input_layernorm, post_attention_layernorm;
   std::shared_ptr<nn::Attention> self_attn;
@@ -38,12 +42,12 @@ class LlamaModel : public torch::nn::Module {
  public:
   explicit LlamaModel(const LlamaConfig& c);
   // input_ids [B, T], position_ids [B, T] -> final hidden states [B, T, D]
-  at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& position_ids);
+  at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& position_ids, Routing* routing = nullptr);
 
   std::shared_ptr<nn::Embedding> embed_tokens;
   std::vector<std::shared_ptr<LlamaDecoderLayer>> layers;
   std::shared_ptr<nn::RMSNorm> norm;
-  std::shared_ptr<nn::LayerRunner> runner = std::make_shared<nn::LayerRunner>();
+  nn::LayerRunnerChain runners;  // how each layer runs (FSDP, activation checkpointing)
 
  private:
   nn::RotaryEmbedding rotary_;
@@ -53,8 +57,9 @@ class LlamaForCausalLM : public torch::nn::Module {
  public:
   explicit LlamaForCausalLM(const LlamaConfig& c);
 
-  // input_ids [B, T] -> logits [B, T, V]. position_ids default to 0..T-1 for every row.
-  at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& position_ids = {});
+  // input_ids [B, T] -> logits [B, T, V]. position_ids default to 0..T-1 for every row. The MoE
+  // layers' router records go to `routing` when given.
+  at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& position_ids = {}, Routing* routing = nullptr);
 
   // Fresh weights as HF initialises them (normal(0, initializer_range) for matrices, ones for
   // norms, zeros for biases, a zero padding row), each drawn from a generator keyed by
@@ -72,12 +77,12 @@ class LlamaForCausalLM : public torch::nn::Module {
 
   // The sparse MoE blocks, in layer order (empty for a dense model).
   std::vector<std::shared_ptr<nn::SparseMoe>> moe_layers() const;
-  // HF's load-balancing loss over the router logits of the last forward's MoE layers (without
-  // router_aux_loss_coef); undefined for a dense model.
-  at::Tensor router_aux_loss() const;
+  // HF's load-balancing loss over a forward's router records (without router_aux_loss_coef);
+  // undefined for a dense model.
+  at::Tensor router_aux_loss(const Routing& routing) const;
   // Its parts (assignments, probability sums, rows), for a loss over several ranks' tokens;
   // undefined tensors for a dense model.
-  nn::RouterLoad router_load() const;
+  nn::RouterLoad router_load(const Routing& routing) const;
 
   const LlamaConfig& config() const { return config_; }
   std::shared_ptr<LlamaModel> model;

@@ -1,10 +1,13 @@
-// The LayerRunner seam: how the decoder stack runs each layer. The serial default calls the
-// layer; activation checkpointing and FSDP (gather before, free after) wrap the call.
+// The LayerRunner seam: how the decoder stack runs each layer. A chain of runners, outermost
+// first, each wrapping the rest of the chain: FSDP's gather / free around activation
+// checkpointing around the layer. An empty chain calls the layer.
 #pragma once
 #include <ATen/ATen.h>
 
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <vector>
 
 namespace meshtrain::nn {
 
@@ -13,9 +16,21 @@ using LayerForward = std::function<at::Tensor(const at::Tensor&)>;
 class LayerRunner {
  public:
   virtual ~LayerRunner() = default;
-  virtual at::Tensor run(int64_t layer_index, const LayerForward& layer, const at::Tensor& hidden) {
-    return layer(hidden);
-  }
+  // Runs layer `index` on hidden; `inner` is the rest of the chain (the layer itself last).
+  virtual at::Tensor run(int64_t index, const LayerForward& inner, const at::Tensor& hidden) = 0;
+};
+
+class LayerRunnerChain {
+ public:
+  // The runner goes around those installed before it.
+  void wrap(std::shared_ptr<LayerRunner> runner) { runners_.insert(runners_.begin(), std::move(runner)); }
+  void remove(const LayerRunner* runner);
+  size_t size() const { return runners_.size(); }
+  at::Tensor run(int64_t index, const LayerForward& layer, const at::Tensor& hidden) const;
+
+ private:
+  at::Tensor run_from(size_t position, int64_t index, const LayerForward& layer, const at::Tensor& hidden) const;
+  std::vector<std::shared_ptr<LayerRunner>> runners_;  // outermost first
 };
 
 }  // namespace meshtrain::nn

@@ -60,7 +60,7 @@ SparseMoe::SparseMoe(const MoeShape& s) : shape_(s) {
   experts = register_module("experts", std::make_shared<Experts>(s.num_experts, s.hidden_size, s.intermediate_size));
 }
 
-at::Tensor SparseMoe::forward(const at::Tensor& input) {
+MoeOutput SparseMoe::forward(const at::Tensor& input) {
   auto x = block_->enter(input);
   const auto shape = x.sizes().vec();
   auto flat = x.reshape({-1, shape_.hidden_size});
@@ -69,15 +69,15 @@ at::Tensor SparseMoe::forward(const at::Tensor& input) {
   auto [top_weights, top_experts] = probs.topk(shape_.top_k, -1);
   if (shape_.norm_topk_prob) top_weights = top_weights / top_weights.sum(-1, /*keepdim=*/true);
 
-  stats_.router_logits = logits;
+  RouterRecord router{logits, {}, 0};
   {
     at::NoGradGuard no_grad;
-    stats_.tokens_per_expert = at::bincount(top_experts.reshape({-1}), {}, shape_.num_experts);
+    router.tokens_per_expert = at::bincount(top_experts.reshape({-1}), {}, shape_.num_experts);
   }
   auto dispatched = dispatcher_->dispatch(flat, top_experts, top_weights, {shape_.num_experts, shape_.capacity_factor});
-  stats_.dropped = dispatched.dropped;
+  router.dropped = dispatched.dropped;
   auto out = experts->forward(dispatched.rows, dispatched.rows_per_expert);
-  return block_->leave(dispatcher_->combine(out, dispatched).view(shape));
+  return {block_->leave(dispatcher_->combine(out, dispatched).view(shape)), std::move(router)};
 }
 
 RouterLoad router_load(const std::vector<at::Tensor>& router_logits, int64_t num_experts, int64_t top_k) {

@@ -45,20 +45,25 @@ class Experts : public torch::nn::Module {
   GemmPath gemm_path = GemmPath::Auto;
 };
 
-// What the last forward routed, for the auxiliary loss and the training metrics.
-struct MoeStats {
+// What a forward routed, for the auxiliary loss and the training metrics.
+struct RouterRecord {
   at::Tensor router_logits;      // [N, E], in the graph (the aux loss backpropagates through it)
   at::Tensor tokens_per_expert;  // [E] long: assignments per expert, before any capacity drop
   int64_t dropped = 0;           // assignments dropped by the capacity limit
 };
 
+struct MoeOutput {
+  at::Tensor hidden;  // [..., D]
+  RouterRecord router;
+};
+
 class SparseMoe : public torch::nn::Module {
  public:
   explicit SparseMoe(const MoeShape& shape);
-  at::Tensor forward(const at::Tensor& x);  // [..., D] -> [..., D]
+  MoeOutput forward(const at::Tensor& x);  // [..., D] -> [..., D] and its routing
   void set_dispatcher(std::shared_ptr<TokenDispatcher> dispatcher) { dispatcher_ = std::move(dispatcher); }
+  const std::shared_ptr<TokenDispatcher>& dispatcher() const { return dispatcher_; }
   void set_block_style(std::shared_ptr<BlockStyle> style) { block_ = std::move(style); }
-  const MoeStats& last_stats() const { return stats_; }
   const MoeShape& shape() const { return shape_; }
   void set_capacity_factor(double capacity_factor) { shape_.capacity_factor = capacity_factor; }
 
@@ -67,7 +72,6 @@ class SparseMoe : public torch::nn::Module {
 
  private:
   MoeShape shape_;
-  MoeStats stats_;
   std::shared_ptr<TokenDispatcher> dispatcher_ = local_dispatcher();
   std::shared_ptr<BlockStyle> block_ = pass_through_block();
 };

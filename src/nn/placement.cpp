@@ -8,6 +8,28 @@
 
 namespace meshtrain::nn {
 
+bool ParamPlacement::is_whole() const {
+  return std::none_of(placements.begin(), placements.end(), [](auto& p) { return p.kind == Placement::Kind::Shard; });
+}
+
+const Placement* ParamPlacement::on(MeshDim dim) const {
+  auto it = std::find(mesh_dims.begin(), mesh_dims.end(), dim);
+  return it == mesh_dims.end() ? nullptr : &placements[static_cast<size_t>(it - mesh_dims.begin())];
+}
+
+void ParamPlacement::split(MeshDim dim, const std::vector<std::pair<MeshDim, Placement>>& entries) {
+  auto it = std::find(mesh_dims.begin(), mesh_dims.end(), dim);
+  MT_CHECK(it != mesh_dims.end(), "placement has no entry on mesh dim ", name_of(dim), " to split");
+  for (const auto& [d, p] : entries)
+    MT_CHECK(d == dim || !on(d), "placement already has an entry on mesh dim ", name_of(d));
+  placements.erase(placements.begin() + (it - mesh_dims.begin()));
+  mesh_dims.erase(it);
+  for (const auto& [d, p] : entries) {
+    mesh_dims.push_back(d);
+    placements.push_back(p);
+  }
+}
+
 void ParamPlacement::narrow(int64_t dim, int64_t start, int64_t length) {
   if (dim != packed_dim) {
     offset[dim] += start;

@@ -64,6 +64,9 @@ class TokenDispatcher {
   // expert_out [M, D] (rows as dispatched) -> [N, D]: each token's weighted sum over its experts,
   // in the dtype of expert_out.
   virtual at::Tensor combine(const at::Tensor& expert_out, const DispatchedTokens& dispatched);
+  // This dispatcher with `core` moving the tokens: a wrapper (tensor parallelism inside the
+  // experts) stays around the new core; a core gives way to it.
+  virtual std::shared_ptr<TokenDispatcher> around(std::shared_ptr<TokenDispatcher> core) { return core; }
 };
 
 inline std::shared_ptr<TokenDispatcher> local_dispatcher() {

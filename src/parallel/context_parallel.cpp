@@ -7,16 +7,6 @@
 
 namespace meshtrain::parallel {
 
-CpCommStrategy parse_cp_comm_strategy(const std::string& name) {
-  if (name == "alltoall") return CpCommStrategy::Ring;
-  if (name == "allgather") return CpCommStrategy::AllGather;
-  throw UsageError(str_cat("Context Parallel does not support using ", name, " for kv shards rotation"));
-}
-
-const char* cp_comm_strategy_name(CpCommStrategy strategy) {
-  return strategy == CpCommStrategy::Ring ? "alltoall" : "allgather";
-}
-
 // ---------------------------------------------------------------------------------------------
 // Load-balanced sharding
 
@@ -359,14 +349,6 @@ nn::AttentionResult RingAttention::forward(const at::Tensor& q, const at::Tensor
   MT_CHECK(q.is_cpu(), "ring attention runs on CPU tensors only for now; got ", q.device());
   auto res = RingAttentionFn::apply(q, k, v, group_, scale, strategy_);
   return {res[0], res[1]};
-}
-
-void apply_context_parallel(models::LlamaForCausalLM& model, const dist::DeviceMesh& mesh, CpCommStrategy strategy) {
-  MT_CHECK(mesh.size("sp") == 1, "apply_context_parallel: sp=", mesh.size("sp"),
-           " > 1; use apply_ulysses, which runs ring attention inside Ulysses");
-  if (mesh.size("cp") == 1) return;
-  auto core = std::make_shared<RingAttention>(mesh.group("cp"), strategy);
-  for (auto& layer : model.model->layers) layer->self_attn->set_core(core);
 }
 
 }  // namespace meshtrain::parallel

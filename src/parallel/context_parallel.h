@@ -10,18 +10,9 @@
 #include "dist/device_mesh.h"
 #include "models/llama.h"
 #include "nn/attention_core.h"
+#include "parallel/parallel_options.h"
 
 namespace meshtrain::parallel {
-
-// How K/V reach every rank. Upstream's --cp_comm_strategy spells them "alltoall" (a ring
-// rotation: at each step every rank passes the K/V it holds to rank + 1, which is what
-// torch's all-to-all rotater does) -> Ring, with point-to-point send/recv overlapped with the
-// block compute; and "allgather" -> AllGather: one all-gather of K/V up front, and in backward
-// one reduce-scatter of the K/V gradients.
-enum class CpCommStrategy { Ring, AllGather };
-// "alltoall" | "allgather"; anything else is a UsageError with upstream's message.
-CpCommStrategy parse_cp_comm_strategy(const std::string& name);
-const char* cp_comm_strategy_name(CpCommStrategy strategy);
 
 // ---- Head-tail load-balanced sharding: for cp > 1, T divisible by 2·cp, else an error naming
 // T and cp; cp == 1 is the identity. ----
@@ -67,11 +58,5 @@ class RingAttention : public nn::AttentionCore {
   dist::Group* group_;
   CpCommStrategy strategy_;
 };
-
-// Sets a RingAttention over mesh "cp" on every layer's self_attn (nothing when cp == 1). With
-// sp > 1 use apply_ulysses, which puts the ring inside Ulysses. The inputs must then be sharded
-// with shard_load_balanced (input_ids, the labels shifted on the full sequence, position_ids).
-void apply_context_parallel(models::LlamaForCausalLM& model, const dist::DeviceMesh& mesh,
-                            CpCommStrategy strategy = CpCommStrategy::Ring);
 
 }  // namespace meshtrain::parallel

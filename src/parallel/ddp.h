@@ -1,7 +1,5 @@
-// DDP over one group (dp_replicate): after each parameter's gradient is accumulated in the
-// last micro-batch's backward, its bucket is marked; a full bucket is flattened and all-reduced
-// (sum) asynchronously, so communication overlaps the rest of backward. finish() waits for every
-// bucket and writes the sums back into the gradients before the optimizer step.
+// DDP: bucketed gradient all-reduces over the group the sync plan names, started by gradient
+// hooks during the last micro-batch's backward and finished before the optimizer step.
 #pragma once
 #include <ATen/ATen.h>
 #include <torch/csrc/distributed/c10d/Work.hpp>

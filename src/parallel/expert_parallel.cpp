@@ -121,59 +121,29 @@ class AllToAllDispatcher : public nn::TokenDispatcher {
   nn::ExpertRange mine_;
 };
 
-class TpExpertsDispatcher : public nn::TokenDispatcher {
- public:
-  TpExpertsDispatcher(std::shared_ptr<nn::TokenDispatcher> inner, dist::Group& tp)
-      : inner_(std::move(inner)), tp_(tp) {}
-
-  nn::ExpertRange local_experts(int64_t num_experts) const override { return inner_->local_experts(num_experts); }
-
-  nn::DispatchedTokens dispatch(const at::Tensor& hidden, const at::Tensor& expert_ids, const at::Tensor& weights,
-                                const nn::DispatchOptions& options) override {
-    return inner_->dispatch(dist::copy_to_group(hidden, tp_), expert_ids, dist::copy_to_group(weights, tp_), options);
-  }
-
-  at::Tensor combine(const at::Tensor& expert_out, const nn::DispatchedTokens& d) override {
-    return dist::reduce_from_group(inner_->combine(expert_out, d), tp_);
-  }
-
- private:
-  std::shared_ptr<nn::TokenDispatcher> inner_;
-  dist::Group& tp_;
-};
-
 void shard_experts(models::LlamaForCausalLM& model, const std::string& name, at::Tensor& param,
-                   const nn::ExpertRange& mine) {
+                   const nn::ExpertRange& mine, EpMode mode) {
   at::NoGradGuard no_grad;
   auto& place = model.placement(name);
   MT_CHECK(param.size(0) == place.global_shape[0], "expert parallelism expects all experts; ", name,
            " is already sharded on dim 0");
   param.set_data(param.narrow(0, mine.first, mine.count).clone());
-  // After any tensor-parallel split inside the experts.
-  place.mesh_dims.push_back("ep");
-  place.placements.push_back(nn::Placement::shard(0));
+  // Data parallelism leaves the experts to the ranks holding the same ones (ep_replicate).
+  using enum MeshDim;
+  const auto shard = nn::Placement::shard(0);
+  if (mode == EpMode::AllToAll) {  // ep: a block of the dp_shard × cp ranks
+    place.split(DpCpSp, {{EpReplicate, nn::Placement::replicate()}, {Ep, shard}});
+  } else {  // ep: strided over tp; etp, the rest of tp, holds them alike unless tp split them inside
+    place.split(DpCpSp, {{EpReplicate, nn::Placement::replicate()}});
+    if (place.on(Ep)) place.split(Ep, {{Ep, shard}});
+    else place.split(Tp, {{Etp, nn::Placement::replicate()}, {Ep, shard}});
+  }
   place.narrow(0, mine.first, mine.count);
 }
 
 }  // namespace
 
-std::shared_ptr<nn::TokenDispatcher> tensor_parallel_experts(std::shared_ptr<nn::TokenDispatcher> inner,
-                                                             dist::Group& tp) {
-  return std::make_shared<TpExpertsDispatcher>(std::move(inner), tp);
-}
-
-bool is_dispatched_expert(const nn::ParamPlacement& place) {
-  return std::find(place.mesh_dims.begin(), place.mesh_dims.end(), "ep") != place.mesh_dims.end();
-}
-
-EpMode parse_ep_mode(const std::string& name) {
-  if (name == "alltoall") return EpMode::AllToAll;
-  if (name == "allreduce") return EpMode::AllReduce;
-  throw UsageError("--ep_mode must be alltoall or allreduce, got '" + name + "'");
-}
-
-void apply_expert_parallel(models::LlamaForCausalLM& model, const dist::DeviceMesh& mesh, EpMode mode) {
-  auto& ep = mesh.group("ep");
+void apply_expert_parallel(models::LlamaForCausalLM& model, dist::Group& ep, EpMode mode) {
   const auto& layers = model.model->layers;
   for (size_t i = 0; i < layers.size(); ++i) {
     auto& moe = layers[i]->moe;
@@ -184,15 +154,13 @@ void apply_expert_parallel(models::LlamaForCausalLM& model, const dist::DeviceMe
     const int64_t count = num_experts / ep.size();
     const nn::ExpertRange mine{ep.rank() * count, count};
     const std::string prefix = "model.layers." + std::to_string(i) + ".mlp.experts.";
-    const auto& dims = model.placement(prefix + "gate_up_proj").mesh_dims;
-    const auto inner = mesh.expert_tensor_dim();
-    const bool tp_sharded = std::find(dims.begin(), dims.end(), inner) != dims.end();
-    shard_experts(model, prefix + "gate_up_proj", moe->experts->gate_up_proj, mine);
-    shard_experts(model, prefix + "down_proj", moe->experts->down_proj, mine);
+    shard_experts(model, prefix + "gate_up_proj", moe->experts->gate_up_proj, mine, mode);
+    shard_experts(model, prefix + "down_proj", moe->experts->down_proj, mine, mode);
     std::shared_ptr<nn::TokenDispatcher> dispatcher;
     if (mode == EpMode::AllReduce) dispatcher = std::make_shared<RouterMaskingDispatcher>(ep, mine);
     else dispatcher = std::make_shared<AllToAllDispatcher>(ep, mine);
-    moe->set_dispatcher(tp_sharded ? tensor_parallel_experts(dispatcher, mesh.group(inner)) : dispatcher);
+    // Inside tensor parallelism of the experts, when tp installed it.
+    moe->set_dispatcher(moe->dispatcher()->around(dispatcher));
   }
 }
 

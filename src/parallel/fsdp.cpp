@@ -8,7 +8,6 @@
 #include <numeric>
 
 #include "dist/comm_autograd.h"
-#include "parallel/expert_parallel.h"
 #include "util/check.h"
 
 namespace meshtrain::parallel {
@@ -46,9 +45,9 @@ void set_storage_bytes(const at::Tensor& t, size_t bytes) {
 class FsdpLayerRunner : public nn::LayerRunner {
  public:
   explicit FsdpLayerRunner(Fsdp& fsdp) : fsdp_(fsdp) {}
-  at::Tensor run(int64_t index, const nn::LayerForward& layer, const at::Tensor& hidden) override {
+  at::Tensor run(int64_t index, const nn::LayerForward& inner, const at::Tensor& hidden) override {
     fsdp_.gather_layer(index);
-    auto out = layer(hidden);
+    auto out = inner(hidden);
     fsdp_.after_layer_forward(index, out);
     return out;
   }
@@ -69,10 +68,11 @@ int64_t param_base(const Fsdp::Unit& u, size_t k, size_t q) {
 
 }  // namespace
 
-Fsdp::Fsdp(models::LlamaForCausalLM& model, const dist::DeviceMesh& mesh, bool reshard_after_forward)
+Fsdp::Fsdp(models::LlamaForCausalLM& model, dist::Group& shard_group, dist::Group& replicate_group,
+           bool reshard_after_forward)
     : model_(model),
-      shard_group_(mesh.group("dp_shard_cp")),
-      replicate_group_(mesh.group("dp_replicate_sp")),
+      shard_group_(shard_group),
+      replicate_group_(replicate_group),
       reshard_after_forward_(reshard_after_forward) {
   MT_CHECK(model.named_params().front().second.is_cpu(),
            "FSDP's freeing of gathered weights is implemented for CPU tensors only");
@@ -85,17 +85,15 @@ Fsdp::Fsdp(models::LlamaForCausalLM& model, const dist::DeviceMesh& mesh, bool r
   for (auto& [name, slot] : model.parameter_slots()) {
     auto& p = params.at(name);
     auto& place = model.placement(name);
-    // Experts that tokens are dispatched to over ep stay whole on their rank (summed elsewhere).
-    if (is_dispatched_expert(place)) continue;
-    for (auto& dim : place.mesh_dims)
-      MT_CHECK(dim != "dp_shard_cp", "FSDP: ", name, " is already sharded on dp_shard_cp");
+    // What every token-holding rank holds alike; experts left to their ep replicas are not.
+    if (!place.is(MeshDim::DpCpSp, nn::Placement::Kind::Replicate)) continue;
     auto rows = dist::chunk_sizes(p.size(0), n);
     const int64_t offset = std::accumulate(rows.begin(), rows.begin() + me, int64_t{0});
     const int64_t row_numel = p.size(0) ? p.numel() / p.size(0) : 0;
     p.set_data(p.narrow(0, offset, rows[me]).clone());
     // Sharded after any tensor-parallel split: the chunk of the tp shard's dim 0.
-    place.mesh_dims.insert(place.mesh_dims.end(), {"dp_replicate_sp", "dp_shard_cp"});
-    place.placements.insert(place.placements.end(), {nn::Placement::replicate(), nn::Placement::shard(0)});
+    place.split(MeshDim::DpCpSp, {{MeshDim::DpReplicateSp, nn::Placement::replicate()},
+                                  {MeshDim::DpShardCp, nn::Placement::shard(0)}});
     place.narrow(0, offset, rows[me]);
     // Layer parameters are named model.layers.N.*; everything else belongs to the root unit.
     size_t unit = name.starts_with("model.layers.") ? std::stoul(name.substr(13)) + 1 : 0;
@@ -106,11 +104,12 @@ Fsdp::Fsdp(models::LlamaForCausalLM& model, const dist::DeviceMesh& mesh, bool r
     for (auto& p : u.params)
       for (int64_t k = 0; k < n; ++k) u.flat_sizes[k] += p.rows[k] * p.row_numel;
   }
-  model.model->runner = std::make_shared<FsdpLayerRunner>(*this);
+  runner_ = std::make_shared<FsdpLayerRunner>(*this);
+  model.model->runners.wrap(runner_);
 }
 
 Fsdp::~Fsdp() {
-  model_.model->runner = std::make_shared<nn::LayerRunner>();
+  model_.model->runners.remove(runner_.get());
   for (auto& u : units_)
     for (auto& p : u.params) *p.slot = p.shard;
 }

@@ -1,26 +1,22 @@
-// FSDP (ZeRO-3) over dp_shard × cp (context-parallel ranks hold the same parameters, so they
-// shard them too), HSDP when dp_replicate × sp > 1: every parameter keeps only its
-// torch.chunk block of dim 0 (of its tensor-parallel shard, under tp), so gradients and AdamW state are sharded as well. Parameters are
-// grouped in units (the root: embeddings, final norm, lm_head; then each decoder layer); a unit
-// is all-gathered as one flat buffer just before its forward, through an autograd function
-// whose backward reduce-scatters the unit's gradients as one flat buffer (and all-reduces them
-// over dp_replicate × sp). The next layer's gather is started before the current layer computes.
-// With reshard_after_forward a layer's full weights are freed after its forward and gathered
-// again (prefetched one layer ahead) when its backward begins.
+// FSDP (ZeRO-3) over dp_shard × cp, HSDP with dp_replicate × sp: chunks of dim 0, units gathered
+// as flat buffers around each layer's forward (the outermost LayerRunner), gradients
+// reduce-scattered in backward (docs/parallelism.md).
 #pragma once
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "dist/collectives.h"
-#include "dist/device_mesh.h"
 #include "models/llama.h"
 
 namespace meshtrain::parallel {
 
 class Fsdp {
  public:
-  Fsdp(models::LlamaForCausalLM& model, const dist::DeviceMesh& mesh, bool reshard_after_forward);
+  // Shards every parameter held alike by all token-holding ranks (dp_cp_sp replicated) over
+  // shard_group (dp_shard × cp); gradients are all-reduced over replicate_group (dp_replicate × sp).
+  Fsdp(models::LlamaForCausalLM& model, dist::Group& shard_group, dist::Group& replicate_group,
+       bool reshard_after_forward);
   ~Fsdp();
 
   struct Param {
@@ -62,6 +58,7 @@ class Fsdp {
   dist::Group& shard_group_;
   dist::Group& replicate_group_;
   bool reshard_after_forward_;
+  std::shared_ptr<nn::LayerRunner> runner_;
 };
 
 }  // namespace meshtrain::parallel

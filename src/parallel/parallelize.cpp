@@ -4,87 +4,109 @@
 #include <map>
 
 #include "dist/collectives.h"
+#include "dist/device_mesh.h"
 #include "models/hf_weights.h"
 #include "nn/causal_lm_loss.h"
+#include "parallel/ddp.h"
+#include "parallel/expert_parallel.h"
+#include "parallel/fsdp.h"
+#include "parallel/grad_sync_plan.h"
 #include "parallel/loss_parallel.h"
+#include "parallel/tensor_parallel.h"
 #include "parallel/ulysses.h"
 #include "util/check.h"
 
 namespace meshtrain::parallel {
 
+Parallelized::Parallelized() = default;
+Parallelized::Parallelized(Parallelized&&) noexcept = default;
+Parallelized::~Parallelized() = default;
+
+Parallelized parallelize(models::LlamaForCausalLM& model, const dist::DeviceMesh& mesh, const ParallelOptions& o) {
+  using enum MeshDim;
+  const auto& s = mesh.sizes();
+  MT_CHECK(s.tp > 1 || !o.sequence_parallel, "--sequence_parallel needs tp_size > 1");
+  MT_CHECK(s.tp > 1 || !o.loss_parallel, "--loss_parallel needs tp_size > 1");
+  const bool in_tp = o.ep_mode == EpMode::AllReduce;
+  MT_CHECK(mesh.size(Ep) == o.ep_size && (o.ep_size == 1 || s.ep_in_tp == in_tp), "--ep_size ", o.ep_size, " (",
+           in_tp ? "allreduce" : "alltoall", "): the mesh was built with ep ", mesh.size(Ep),
+           s.ep_in_tp ? " in the tp group" : " in dp_shard x cp");
+  MT_CHECK(o.ep_size == 1 || !model.moe_layers().empty(), "--ep_size ", o.ep_size, ": the model has no MoE layers");
+  Parallelized p;
+  p.tp = std::make_unique<TpReport>();
+  // 1. Tensor (and Megatron sequence) parallelism first: it decides what each rank holds, the
+  //    experts split inside included, and every later unit works on its shards.
+  if (s.tp > 1)
+    *p.tp = apply_tensor_parallel(model, mesh.group(Tp), mesh.group(mesh.expert_tensor_dim()),
+                                  o.tp_plan.value_or(TpPlan::hf_default(model.config().model_type)),
+                                  {o.sequence_parallel, o.loss_parallel});
+  // 2. Expert parallelism next: it shards the experts tp left whole on dim 0, puts its dispatcher
+  //    inside tp's, and hands their gradients to their ep replicas, away from data parallelism.
+  if (o.ep_size > 1) apply_expert_parallel(model, mesh.group(Ep), o.ep_mode);
+  // 3. Context and Ulysses parallelism only change how attention runs, on any shards.
+  apply_sequence_sharded_attention(model, mesh.group(Cp), mesh.group(Sp), o.cp_comm_strategy);
+  // 4. FSDP last: it shards, over dp_shard × cp, what every token-holding rank still holds alike.
+  if (s.dp_shard > 1)
+    p.fsdp = std::make_unique<Fsdp>(model, mesh.group(DpShardCp), mesh.group(DpReplicateSp), o.reshard_after_forward);
+  // 5. The records are final: the gradient-sync plan, and DDP's buckets for what it assigns them.
+  p.sync = std::make_unique<GradSyncPlan>(model, mesh);
+  std::map<std::string, at::Tensor> params;
+  for (auto& [name, param] : model.named_params()) params[name] = param;
+  std::vector<std::pair<std::string, at::Tensor>> bucketed;
+  for (auto& name : p.sync->params(SyncMechanism::DdpBuckets)) bucketed.emplace_back(name, params.at(name));
+  if (!bucketed.empty()) p.ddp = std::make_unique<DdpReducer>(bucketed, mesh.group(DpCpSp), o.ddp_bucket_cap_mb);
+  return p;
+}
+
 ParallelModel::ParallelModel(std::shared_ptr<models::LlamaForCausalLM> model,
                              std::shared_ptr<const dist::DeviceMesh> mesh, const ParallelOptions& options)
-    : model_(std::move(model)), mesh_(std::move(mesh)) {
-  const auto& s = mesh_->sizes();
-  MT_CHECK(s.tp > 1 || !options.sequence_parallel, "--sequence_parallel needs tp_size > 1");
-  MT_CHECK(s.tp > 1 || !options.loss_parallel, "--loss_parallel needs tp_size > 1");
-  sequence_parallel_ = options.sequence_parallel;
-  if (s.tp > 1)
-    tp_report_ = apply_tensor_parallel(*model_, *mesh_,
-                                       options.tp_plan.value_or(TpPlan::hf_default(model_->config().model_type)),
-                                       {options.sequence_parallel, options.loss_parallel});
-  const bool in_tp = options.ep_mode == EpMode::AllReduce;
-  MT_CHECK(mesh_->size("ep") == options.ep_size && (options.ep_size == 1 || s.ep_in_tp == in_tp), "--ep_size ",
-           options.ep_size, " (", in_tp ? "allreduce" : "alltoall", "): the mesh was built with ep ", mesh_->size("ep"),
-           s.ep_in_tp ? " in the tp group" : " in dp_shard x cp");
-  if (options.ep_size > 1) {
-    MT_CHECK(!model_->moe_layers().empty(), "--ep_size ", options.ep_size, ": the model has no MoE layers");
-    apply_expert_parallel(*model_, *mesh_, options.ep_mode);
-  }
-  // Gradients summed by hand after backward: partial ones over tp; experts dispatched to over ep,
-  // which data parallelism leaves alone, over the ranks holding the same experts.
+    : model_(std::move(model)),
+      mesh_(std::move(mesh)),
+      sequence_parallel_(options.sequence_parallel),
+      parts_(parallelize(*model_, *mesh_, options)) {
   std::map<std::string, at::Tensor> params;
   for (auto& [name, p] : model_->named_params()) params[name] = p;
-  auto& partial = grad_sums_.emplace_back(&mesh_->group("tp"), std::vector<at::Tensor>{});
-  for (auto& name : tp_report_.partial_grad_params) partial.second.push_back(params.at(name));
-  auto& experts = grad_sums_.emplace_back(&mesh_->group("ep_replicate"), std::vector<at::Tensor>{});
-  std::vector<std::pair<std::string, at::Tensor>> data_parallel;
-  for (auto& [name, p] : model_->named_params()) {
-    if (is_dispatched_expert(model_->placement(name))) experts.second.push_back(p);
-    else data_parallel.emplace_back(name, p);
-  }
-  if (s.cp > 1 || s.sp > 1) apply_ulysses(*model_, *mesh_, options.cp_comm_strategy);
-  // FSDP shards and reduce-scatters over dp_shard × cp and all-reduces over dp_replicate × sp
-  // itself; without sharding, DDP all-reduces over every rank holding different tokens.
-  if (s.dp_shard > 1) {
-    fsdp_ = std::make_unique<Fsdp>(*model_, *mesh_, options.reshard_after_forward);
-  } else if (mesh_->size("dp_cp_sp") > 1) {
-    ddp_ = std::make_unique<DdpReducer>(data_parallel, mesh_->group("dp_cp_sp"), options.ddp_bucket_cap_mb);
+  for (auto& [dim, names] : parts_.sync->after_backward()) {
+    auto& sums = after_backward_.emplace_back(&mesh_->group(dim), std::vector<at::Tensor>{});
+    for (auto& name : names) sums.second.push_back(params.at(name));
   }
 }
 
-at::Tensor ParallelModel::forward(const at::Tensor& input_ids, const at::Tensor& position_ids) {
-  if (fsdp_) fsdp_->gather_root();
-  return model_->forward(input_ids, position_ids);
+ParallelModel::~ParallelModel() = default;
+
+at::Tensor ParallelModel::forward(const at::Tensor& input_ids, const at::Tensor& position_ids,
+                                  models::Routing* routing) {
+  if (parts_.fsdp) parts_.fsdp->gather_root();
+  return model_->forward(input_ids, position_ids, routing);
 }
 
-at::Tensor ParallelModel::loss_sum(const at::Tensor& input_ids, const at::Tensor& targets) {
+at::Tensor ParallelModel::loss_sum(const at::Tensor& input_ids, const at::Tensor& targets, models::Routing* routing) {
   at::Tensor logits, local_targets = targets;
-  if (mesh_->size("cp") > 1 || mesh_->size("sp") > 1) {
+  if (mesh_->size(MeshDim::Cp) > 1 || mesh_->size(MeshDim::Sp) > 1) {
     local_targets = shard_sequence(targets, *mesh_);
     logits = forward(shard_sequence(input_ids, *mesh_),
-                     sequence_position_ids(input_ids.size(0), input_ids.size(1), *mesh_));
+                     sequence_position_ids(input_ids.size(0), input_ids.size(1), *mesh_), routing);
   } else {
-    logits = forward(input_ids);
+    logits = forward(input_ids, {}, routing);
   }
-  if (tp_report_.logits_vocab_sharded)
-    return vocab_parallel_cross_entropy_sum(logits, local_targets, mesh_->group("tp"), tp_report_.vocab_offset);
+  if (parts_.tp->logits_vocab_sharded)
+    return vocab_parallel_cross_entropy_sum(logits, local_targets, mesh_->group(MeshDim::Tp), parts_.tp->vocab_offset);
   return nn::cross_entropy_sum(logits, local_targets);
 }
 
 void ParallelModel::check_sequence_length(int64_t seq_len) const {
   auto local = shard_sequence(at::zeros({1, seq_len}), *mesh_);  // T divisible by 2·cp, then by sp
-  if (sequence_parallel_) sequence_shards(local.size(1), mesh_->size("tp"));
+  if (sequence_parallel_) sequence_shards(local.size(1), mesh_->size(MeshDim::Tp));
 }
 
 void ParallelModel::prepare_backward(bool last_micro_batch) {
-  if (ddp_) ddp_->prepare_backward(last_micro_batch);
+  if (parts_.ddp) parts_.ddp->prepare_backward(last_micro_batch);
 }
 
 void ParallelModel::finish_backward() {
-  if (ddp_) ddp_->finish();
+  if (parts_.ddp) parts_.ddp->finish();
   at::NoGradGuard no_grad;
-  for (auto& [group, params] : grad_sums_) {
+  for (auto& [group, params] : after_backward_) {
     std::vector<at::Tensor> grads, flat;  // summed as one buffer
     for (auto& p : params)
       if (p.grad().defined()) {
@@ -106,13 +128,13 @@ double ParallelModel::clip_grad_norm(double max_norm) {
   at::NoGradGuard no_grad;
   // Sum of squares per set of mesh dims a parameter is sharded on; each set is summed over
   // those dims' groups, so a shard counts once and a replica is not counted twice.
-  std::map<std::vector<std::string>, std::vector<at::Tensor>> groups;
+  std::map<std::vector<MeshDim>, std::vector<at::Tensor>> groups;
   std::vector<at::Tensor> grads;
   for (auto& [name, p] : model_->named_params()) {
     if (!p.grad().defined()) continue;
     grads.push_back(p.grad());
     const auto& place = model_->placement(name);
-    std::vector<std::string> dims;
+    std::vector<MeshDim> dims;
     for (size_t d = 0; d < place.placements.size(); ++d)
       if (place.placements[d].kind == nn::Placement::Kind::Shard) dims.push_back(place.mesh_dims[d]);
     groups[dims].push_back(p.grad());
@@ -135,9 +157,10 @@ double ParallelModel::clip_grad_norm(double max_norm) {
 std::shared_ptr<ParallelModel> load_pretrained_parallel(const std::filesystem::path& dir,
                                                         std::shared_ptr<const dist::DeviceMesh> mesh,
                                                         const ParallelOptions& options) {
-  auto model = std::make_shared<models::LlamaForCausalLM>(models::LlamaConfig::load(dir));
-  auto parallel = std::make_shared<ParallelModel>(model, std::move(mesh), options);
-  models::load_hf_weights(*model, io::CheckpointReader(dir));
+  std::shared_ptr<ParallelModel> parallel;
+  models::load_pretrained(dir, [&](std::shared_ptr<models::LlamaForCausalLM> model) {
+    parallel = std::make_shared<ParallelModel>(std::move(model), std::move(mesh), options);
+  });
   return parallel;
 }
 

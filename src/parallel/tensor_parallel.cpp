@@ -1,14 +1,13 @@
 #include "parallel/tensor_parallel.h"
 
 #include <algorithm>
+#include <functional>
 #include <numeric>
-#include <set>
-#include <tuple>
+#include <optional>
 
-#include "dist/comm_autograd.h"
+#include "dist/collectives.h"
 #include "nn/moe.h"
-#include "nn/rms_norm.h"
-#include "parallel/expert_parallel.h"
+#include "parallel/tp_styles.h"
 #include "util/check.h"
 
 namespace meshtrain::parallel {
@@ -16,141 +15,7 @@ namespace meshtrain::parallel {
 namespace {
 
 using dist::Group;
-
-int64_t last_dim(const at::Tensor& t) { return t.dim() - 1; }
-
-// How a colwise-family layer receives its input.
-enum class Input {
-  Replicated,       // f: identity forward, all-reduce of the input gradient
-  Local,            // already received by the block's entry, no communication
-  SequenceSharded,  // all-gather on T, backward reduce-scatter (lm_head under sequence parallel)
-};
-
-at::Tensor receive(const at::Tensor& x, Group& g, Input input) {
-  switch (input) {
-    case Input::Replicated: return dist::copy_to_group(x, g);
-    case Input::Local: return x;
-    case Input::SequenceSharded: return dist::all_gather_autograd(x, g, 1, sequence_shards(x.size(1) * g.size(), g.size()));
-  }
-  return x;
-}
-
-// How a rowwise-family layer hands on its partial output.
-enum class Output {
-  Reduced,          // g: all-reduce, backward identity
-  SequenceScatter,  // reduce-scatter on T, backward all-gather (sequence parallel)
-};
-
-at::Tensor hand_on(const at::Tensor& y, Group& g, Output output) {
-  switch (output) {
-    case Output::Reduced: return dist::reduce_from_group(y, g);
-    case Output::SequenceScatter: return dist::reduce_scatter_autograd(y, g, 1, sequence_shards(y.size(1), g.size()));
-  }
-  return y;
-}
-
-// colwise: output sharded on the last dim; optionally gathered (lm_head).
-struct ColwiseStyle : nn::LinearStyle {
-  ColwiseStyle(Group& g, Input input, bool gather, std::vector<int64_t> out_sizes)
-      : g_(g), input_(input), gather_(gather), out_sizes_(std::move(out_sizes)) {}
-  at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const override {
-    auto y = at::linear(receive(x, g_, input_), w, b);
-    return gather_ ? dist::gather_from_group(y.contiguous(), g_, last_dim(y), out_sizes_) : y;
-  }
-  Group& g_;
-  Input input_;
-  bool gather_;
-  std::vector<int64_t> out_sizes_;
-};
-
-// kv heads replicated over tp / kv ranks: every rank holds the whole k/v projection and computes
-// the one kv head its query heads use. The weight gradient, nonzero on that head's rows only, is
-// summed over tp, which adds up the contributions of all the head's query heads.
-struct ReplicatedKvStyle : nn::LinearStyle {
-  ReplicatedKvStyle(Group& g, Input input, int64_t first_row, int64_t rows)
-      : g_(g), input_(input), first_row_(first_row), rows_(rows) {}
-  at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const override {
-    auto mine = [&](const at::Tensor& t) { return dist::copy_to_group(t, g_).narrow(0, first_row_, rows_); };
-    return at::linear(receive(x, g_, input_), mine(w), b.defined() ? mine(b) : b);
-  }
-  Group& g_;
-  Input input_;
-  int64_t first_row_, rows_;
-};
-
-// rowwise: input sharded on the last dim (split here when split_input); the replicated bias is
-// added once, after the reduction.
-struct RowwiseStyle : nn::LinearStyle {
-  RowwiseStyle(Group& g, bool split_input, Output output, std::vector<int64_t> in_sizes)
-      : g_(g), split_(split_input), output_(output), in_sizes_(std::move(in_sizes)) {}
-  at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const override {
-    auto local = split_ ? dist::scatter_to_group(x, g_, last_dim(x), in_sizes_) : x;
-    auto y = hand_on(at::linear(local, w), g_, output_);
-    return b.defined() ? y + b : y;
-  }
-  Group& g_;
-  bool split_;
-  Output output_;
-  std::vector<int64_t> in_sizes_;
-};
-
-// embedding_rowwise: rank r owns vocab rows [start, start + rows); other ids look up zeros;
-// the partial embeddings are summed (all-reduce, or reduce-scatter on T under sequence parallel).
-struct EmbeddingRowwiseStyle : nn::LinearStyle {
-  EmbeddingRowwiseStyle(Group& g, int64_t start, Output output) : g_(g), start_(start), output_(output) {}
-  at::Tensor embedding(const at::Tensor& ids, const at::Tensor& w) const override {
-    auto local = ids - start_;
-    auto outside = (local < 0).logical_or(local >= w.size(0));
-    auto y = at::embedding(w.size(0) ? w : at::zeros({1, w.size(1)}, w.options()), local.masked_fill(outside, 0));
-    return hand_on(y.masked_fill(outside.unsqueeze(-1), 0.0), g_, output_);
-  }
-  Group& g_;
-  int64_t start_;
-  Output output_;
-};
-
-// A replicated embedding under sequence parallelism: each rank keeps its T shard of the output.
-struct SequenceScatterEmbedding : nn::LinearStyle {
-  explicit SequenceScatterEmbedding(Group& g) : g_(g) {}
-  at::Tensor embedding(const at::Tensor& ids, const at::Tensor& w) const override {
-    return dist::scatter_to_group(at::embedding(w, ids), g_, 1, sequence_shards(ids.size(1), g_.size()));
-  }
-  Group& g_;
-};
-
-// A replicated Linear reading the sequence-sharded stream (an unsharded lm_head under sequence
-// parallel): gather T, every rank computes the same output (backward: its own T slice).
-struct SequenceGatherLinear : nn::LinearStyle {
-  explicit SequenceGatherLinear(Group& g) : g_(g) {}
-  at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const override {
-    return at::linear(dist::gather_from_group(x, g_, 1, sequence_shards(x.size(1) * g_.size(), g_.size())), w, b);
-  }
-  Group& g_;
-};
-
-// The entry of a block whose input projections are all colwise: one f (or, under sequence
-// parallelism, one all-gather on T) for all of them, as Megatron does, not one per projection.
-// Its rowwise output projection is the exit.
-struct BlockEntry : nn::BlockStyle {
-  BlockEntry(Group& g, Input input) : g_(g), input_(input) {}
-  at::Tensor enter(const at::Tensor& x) const override { return receive(x, g_, input_); }
-  Group& g_;
-  Input input_;
-};
-
-// A MoE block under sequence parallelism: every tp rank routes and computes the whole sequence
-// (backward: its own T slice of the gradient), and keeps its T shard of the output (backward:
-// the gradient all-gathered). The experts' own f and sum over tp run inside.
-struct SequenceGatheredMoe : nn::BlockStyle {
-  explicit SequenceGatheredMoe(Group& g) : g_(g) {}
-  at::Tensor enter(const at::Tensor& x) const override {
-    return dist::gather_from_group(x, g_, 1, sequence_shards(x.size(1) * g_.size(), g_.size()));
-  }
-  at::Tensor leave(const at::Tensor& y) const override {
-    return dist::scatter_to_group(y, g_, 1, sequence_shards(y.size(1), g_.size()));
-  }
-  Group& g_;
-};
+using namespace tp_styles;
 
 struct Sharding {
   std::vector<int64_t> sizes;
@@ -171,149 +36,295 @@ Sharding packed_chunk(int64_t n, const Group& g, const std::string& name) {
   return {std::vector<int64_t>(static_cast<size_t>(g.size()), length), g.rank() * length};
 }
 
-// Keeps this rank's chunk of `dim`, or with blocks > 1 (packed) the same chunk of every block.
-void shard_param(models::LlamaForCausalLM& model, const std::string& name, at::Tensor& param, int64_t dim,
-                 const Sharding& s, const Group& g, int64_t blocks = 1) {  // on g's mesh dim
-  at::NoGradGuard no_grad;
-  auto& place = model.placement(name);
-  MT_CHECK(place.is_whole(), "tensor parallelism expects unsharded parameters; ", name, " is already sharded");
-  const int64_t length = s.sizes[g.rank()];
-  place.mesh_dims = {g.name()};
-  place.placements = {nn::Placement::packed_shard(dim, blocks)};
-  if (blocks > 1) place.pack(dim, blocks, s.offset, length);
-  else place.narrow(dim, s.offset, length);
-  auto shape = param.sizes().vec();
-  shape[dim] = length * blocks;
-  param.set_data(place.local_of(param, shape));
-}
+// A block of the decoder layer: its input projections and its output projection, by HF name.
+struct Block {
+  std::string path;
+  std::vector<std::pair<std::string, nn::Linear*>> inputs;
+  std::pair<std::string, nn::Linear*> output;
+};
 
-bool inside_block(const std::string& path) {
-  return path.find(".self_attn.") != std::string::npos || path.find(".mlp.") != std::string::npos;
-}
+// Shards a model by a plan, module by module of the typed tree: the plan only says each
+// module's style (HF's names and precedence).
+class Sharder {
+ public:
+  Sharder(models::LlamaForCausalLM& model, Group& g, const TpPlan& plan, const TpOptions& options)
+      : model_(model), g_(g), plan_(plan), options_(options) {}
 
-std::string parent_of(const std::string& path) { return path.substr(0, path.rfind('.')); }
-
-// Whether every named child of a block is sharded by the plan with one of the styles.
-bool all_styled(const TpPlan& plan, const std::string& block, const std::vector<std::string>& children,
-                std::initializer_list<TpStyle> styles) {
-  for (const auto& child : children) {
-    auto style = plan.style_of(block + "." + child + ".weight");
-    if (!style || std::find(styles.begin(), styles.end(), *style) == styles.end()) return false;
+  TpReport run(Group& experts_tp) {
+    auto& m = *model_.model;
+    embedding("model.embed_tokens", *m.embed_tokens);
+    for (size_t i = 0; i < m.layers.size(); ++i) {
+      const std::string layer = "model.layers." + std::to_string(i);
+      auto& decoder = *m.layers[i];
+      auto& attn = *decoder.self_attn;
+      const bool attn_entered = block({layer + ".self_attn",
+                                       {{"q_proj", attn.q_proj.get()}, {"k_proj", attn.k_proj.get()}, {"v_proj", attn.v_proj.get()}},
+                                       {"o_proj", attn.o_proj.get()}},
+                                      [&](auto style) { attn.set_block_style(style); });
+      // q_norm / k_norm of sharded attention see this rank's heads: their gradients are partial.
+      if (attn.q_norm) norm(layer + ".self_attn.q_norm", attn_entered);
+      if (attn.k_norm) norm(layer + ".self_attn.k_norm", attn_entered);
+      if (auto& mlp = decoder.mlp)
+        block({layer + ".mlp", {{"gate_proj", mlp->gate_proj.get()}, {"up_proj", mlp->up_proj.get()}},
+               {"down_proj", mlp->down_proj.get()}},
+              [&](auto style) { mlp->set_block_style(style); });
+      if (auto& moe = decoder.moe) sparse_moe(layer + ".mlp", *moe, experts_tp);
+      norm(layer + ".input_layernorm", false);
+      norm(layer + ".post_attention_layernorm", false);
+    }
+    norm("model.norm", false);
+    if (model_.lm_head) linear("lm_head", *model_.lm_head, false);
+    else tied_head();
+    MT_CHECK(!options_.loss_parallel || report_.logits_vocab_sharded,
+             "--loss_parallel needs the output layer sharded over the vocab (lm_head colwise, or a tied head with "
+             "embed_tokens embedding_rowwise)");
+    report_.unused_rules = plan_.unused_rules(paths_);
+    return report_;
   }
-  return true;
-}
 
-bool is_kv_projection(const std::string& path) {
-  return path.ends_with("self_attn.k_proj") || path.ends_with("self_attn.v_proj");
-}
+ private:
+  using Style = TpStyle;
 
-// Shards one Linear by its style and gives it the style's collectives.
-// entered: the block entry has already received the input for this layer.
-void shard_linear(models::LlamaForCausalLM& model, const std::string& path, nn::Linear& linear, TpStyle style,
-                  bool entered, Group& g, const TpOptions& options, TpReport& report) {
-  const auto& c = model.config();
-  const int64_t tp = g.size();
-  const bool sp = options.sequence_parallel;
-  const bool has_bias = linear.bias.defined();
-  const Input input = entered ? Input::Local : sp ? Input::SequenceSharded : Input::Replicated;
-  const Output output = sp && inside_block(path) ? Output::SequenceScatter : Output::Reduced;
-  switch (style) {
-    case TpStyle::Colwise:
-    case TpStyle::ColwiseGatherOutput:
-    case TpStyle::LocalColwise: {
-      // Upstream's local_* layers leave the one f and g to the block: so do they here.
-      MT_CHECK(style != TpStyle::LocalColwise || entered, "style local_colwise on ", path,
-               ": its block's input projections must all be of the colwise family, whose entry gives it its input");
-      if (is_kv_projection(path) && c.num_key_value_heads < tp) {
-        const int64_t kv_head = g.rank() / (tp / c.num_key_value_heads);
-        linear.set_style(std::make_shared<ReplicatedKvStyle>(g, input, kv_head * c.head_dim, c.head_dim));
-        return;
-      }
-      auto s = chunk(linear.weight.size(0), g);
-      shard_param(model, path + ".weight", linear.weight, 0, s, g);
-      if (has_bias) shard_param(model, path + ".bias", linear.bias, 0, s, g);
-      const bool is_head = path == "lm_head";
-      MT_CHECK(!is_head || style != TpStyle::Colwise || options.loss_parallel,
-               "lm_head colwise leaves the logits sharded over the vocab: use colwise_gather_output, or --loss_parallel");
-      const bool gather = style == TpStyle::ColwiseGatherOutput && !(is_head && options.loss_parallel);
-      if (is_head && options.loss_parallel) {
-        report.logits_vocab_sharded = true;
-        report.vocab_offset = s.offset;
-      }
-      linear.set_style(std::make_shared<ColwiseStyle>(g, input, gather, s.sizes));
-      return;
-    }
-    case TpStyle::Rowwise:
-    case TpStyle::RowwiseSplitInput:
-    case TpStyle::LocalRowwise: {
-      // The block's one reduction happens here, where upstream's gather parent sums local_rowwise's
-      // partial outputs (and its bias is added once, after it).
-      MT_CHECK(style != TpStyle::LocalRowwise || entered, "style local_rowwise on ", path,
-               ": its partial sums are reduced at the block's exit, which needs the block's input projections "
-               "all of the colwise family");
-      auto s = chunk(linear.weight.size(1), g);
-      shard_param(model, path + ".weight", linear.weight, 1, s, g);
-      // Added to this rank's sequence shard only: its gradient is partial.
-      if (has_bias && output == Output::SequenceScatter) report.partial_grad_params.push_back(path + ".bias");
-      linear.set_style(std::make_shared<RowwiseStyle>(g, style == TpStyle::RowwiseSplitInput, output, s.sizes));
-      return;
-    }
-    case TpStyle::PackedColwise:
-    case TpStyle::PackedRowwise: {
-      // Rank r's [gate_r | up_r] outputs must meet the same features of a packed down projection.
-      MT_CHECK(path.find(".mlp.") != std::string::npos, "style ", tp_style_name(style), " on ", path,
-               ": packed styles shard gate / up projections and their down projection only");
-      const bool colwise = style == TpStyle::PackedColwise;
-      const int64_t dim = colwise ? 0 : 1;
-      auto s = packed_chunk(linear.weight.size(dim), g, path + ".weight");
-      shard_param(model, path + ".weight", linear.weight, dim, s, g, 2);
-      if (colwise) {
-        if (has_bias) shard_param(model, path + ".bias", linear.bias, 0, s, g, 2);
-        linear.set_style(std::make_shared<ColwiseStyle>(g, input, false, s.sizes));
-      } else {
-        if (has_bias && output == Output::SequenceScatter) report.partial_grad_params.push_back(path + ".bias");
-        linear.set_style(std::make_shared<RowwiseStyle>(g, false, output, s.sizes));
-      }
-      return;
-    }
-    case TpStyle::AllReduce:
-      fail("style all_reduce (gather) on ", path, ": it sums a block's partial outputs, so it applies to an attention "
-           "or MLP block (or the experts), not to a Linear");
-    case TpStyle::Local:
-      fail("style local on ", path, ": upstream loads it as the weight divided by the mesh size for a parent's sum, "
-           "which does not train like the serial model; use local_colwise / local_rowwise");
-    case TpStyle::ReplicatedWithGradAllreduce:
-      fail("style replicated_with_grad_allreduce on ", path, ": a Linear sees every token and head on each rank, so "
-           "its gradient is whole already; summing it over tp would count it tp times");
-    case TpStyle::EmbeddingRowwise:
-    case TpStyle::SequenceParallel:
-    case TpStyle::MoeTpExperts:
-      fail("style ", tp_style_name(style), " on ", path, " is not supported for a Linear");
+  bool has_style(const std::string& module, std::initializer_list<Style> styles) const {
+    auto style = plan_.style_of(module + ".weight");
+    return style && std::find(styles.begin(), styles.end(), *style) != styles.end();
   }
-}
 
-// The experts of a MoE block, sharded inside when the plan says so (gate_up_proj packed_colwise
-// on I, down_proj rowwise on I) over g (tp, or its etp blocks under router masking): every rank
-// of g computes its slice of every expert.
-void split_experts_inside(models::LlamaForCausalLM& model, const std::string& block, nn::SparseMoe& moe,
-                          const TpPlan& plan, Group& g) {
-  const std::string path = block + ".experts";
-  auto style = [&](const std::string& param) {
-    auto s = plan.style_of(path + "." + param);
-    // The experts module's own rule (moe_tp_experts, or upstream's older gather) shards nothing.
-    return s && *s != TpStyle::MoeTpExperts && *s != TpStyle::AllReduce ? s : std::nullopt;
-  };
-  const auto gate_up = style("gate_up_proj"), down = style("down_proj");
-  if ((!gate_up && !down) || g.size() == 1) return;
-  MT_CHECK(gate_up == TpStyle::PackedColwise && down == TpStyle::Rowwise, path,
-           ": the experts shard gate_up_proj packed_colwise and down_proj rowwise together; the tp_plan gives ",
-           gate_up ? tp_style_name(*gate_up) : "none", " and ", down ? tp_style_name(*down) : "none");
-  auto& experts = *moe.experts;
-  auto s = packed_chunk(experts.gate_up_proj.size(1), g, path + ".gate_up_proj");
-  shard_param(model, path + ".gate_up_proj", experts.gate_up_proj, 1, s, g, 2);
-  shard_param(model, path + ".down_proj", experts.down_proj, 2, s, g);
-  moe.set_dispatcher(tensor_parallel_experts(nn::local_dispatcher(), g));
-}
+  // Keeps this rank's chunk of `dim`, or with blocks > 1 (packed) the same chunk of every block,
+  // on g's mesh dim (tp, or under router masking its etp blocks, which the ep ranks hold alike).
+  void shard_param(const std::string& name, at::Tensor& param, int64_t dim, const Sharding& s, const Group& g,
+                   int64_t blocks = 1) {
+    at::NoGradGuard no_grad;
+    auto& place = model_.placement(name);
+    MT_CHECK(place.is_whole(), "tensor parallelism expects unsharded parameters; ", name, " is already sharded");
+    const int64_t length = s.sizes[g.rank()];
+    const auto shard = nn::Placement::packed_shard(dim, blocks);
+    if (g.dim() == MeshDim::Tp) place.split(MeshDim::Tp, {{MeshDim::Tp, shard}});
+    else place.split(MeshDim::Tp, {{MeshDim::Ep, nn::Placement::replicate()}, {g.dim(), shard}});
+    if (blocks > 1) place.pack(dim, blocks, s.offset, length);
+    else place.narrow(dim, s.offset, length);
+    auto shape = param.sizes().vec();
+    shape[dim] = length * blocks;
+    param.set_data(place.local_of(param, shape));
+  }
+
+  // Replicated over tp, with a gradient that is each rank's partial sum (summed over tp after backward).
+  void mark_partial(const std::string& name) {
+    model_.placement(name).split(MeshDim::Tp, {{MeshDim::Tp, nn::Placement::partial()}});
+  }
+
+  // Checks the block's rules and installs its entry when its input projections are all of the
+  // colwise family: one f (or one all-gather on T under sequence parallelism) for all of them,
+  // as Megatron does; the rowwise output projection is the exit. Returns whether it entered.
+  bool block(const Block& b, const std::function<void(std::shared_ptr<nn::BlockStyle>)>& set_style) {
+    bool colwise_in = true, packed_in = true, any_packed = false;
+    for (auto& [name, _] : b.inputs) {
+      const auto child = b.path + "." + name;
+      colwise_in &= has_style(child, {Style::Colwise, Style::PackedColwise, Style::LocalColwise});
+      packed_in &= has_style(child, {Style::PackedColwise});
+      any_packed |= has_style(child, {Style::PackedColwise});
+    }
+    const auto out = b.path + "." + b.output.first;
+    const bool rowwise_out = has_style(out, {Style::Rowwise, Style::PackedRowwise, Style::LocalRowwise});
+    MT_CHECK(!options_.sequence_parallel || (colwise_in && rowwise_out),
+             "sequence parallelism needs every attention and MLP block sharded colwise in, rowwise out by the "
+             "tp_plan; ", b.path, " is not");
+    // A rule on the block itself: all_reduce (gather), the block's one reduction at its exit.
+    paths_.push_back(b.path);
+    if (auto block_style = plan_.style_of(b.path))
+      MT_CHECK(*block_style == Style::AllReduce && colwise_in && rowwise_out, "style ", tp_style_name(*block_style),
+               " on ", b.path, ": a block takes all_reduce (gather) only, with input projections of the colwise "
+               "family and a rowwise-family output projection, where it reduces");
+    // Packed features only meet their own kind: all of the block packed, or none of it.
+    MT_CHECK(packed_in == has_style(out, {Style::PackedRowwise}) && (packed_in || !any_packed), b.path,
+             ": packed_colwise input projections need a packed_rowwise output projection, and the other way round");
+    set_style(colwise_in ? std::make_shared<BlockEntry>(g_, options_.sequence_parallel ? Input::SequenceSharded
+                                                                                       : Input::Replicated)
+                         : nn::pass_through_block());
+    for (auto& [name, layer] : b.inputs) linear(b.path + "." + name, *layer, colwise_in);
+    linear(out, *b.output.second, colwise_in);
+    return colwise_in;
+  }
+
+  // A Linear: sharded by its style, or reported as left whole.
+  // entered: its block's entry already received the input for it.
+  void linear(const std::string& path, nn::Linear& layer, bool entered) {
+    paths_.push_back(path);
+    auto style = plan_.style_of(path + ".weight");
+    if (!style) {
+      report_.unsharded_layers.push_back(path);
+      // An unsharded lm_head gathers T; a router inside its MoE block sees whole T already.
+      if (options_.sequence_parallel && path == "lm_head") layer.set_style(std::make_shared<SequenceGatherLinear>(g_));
+      return;
+    }
+    const bool inside_block = path != "lm_head";
+    const Input input = entered ? Input::Local : options_.sequence_parallel ? Input::SequenceSharded : Input::Replicated;
+    const Output output = options_.sequence_parallel && inside_block ? Output::SequenceScatter : Output::Reduced;
+    switch (*style) {
+      case Style::Colwise:
+      case Style::ColwiseGatherOutput:
+      case Style::LocalColwise: return colwise(path, layer, *style, entered, input);
+      case Style::Rowwise:
+      case Style::RowwiseSplitInput:
+      case Style::LocalRowwise: return rowwise(path, layer, *style, entered, output);
+      case Style::PackedColwise:
+      case Style::PackedRowwise: return packed(path, layer, *style, input, output);
+      default: return reject(path, *style);
+    }
+  }
+
+  void colwise(const std::string& path, nn::Linear& layer, Style style, bool entered, Input input) {
+    // Upstream's local_* layers leave the one f and g to the block: so do they here.
+    MT_CHECK(style != Style::LocalColwise || entered, "style local_colwise on ", path,
+             ": its block's input projections must all be of the colwise family, whose entry gives it its input");
+    const auto& c = model_.config();
+    const int64_t tp = g_.size();
+    const bool kv = path.ends_with("self_attn.k_proj") || path.ends_with("self_attn.v_proj");
+    if (kv && c.num_key_value_heads < tp) {
+      // kv heads replicated over tp / kv ranks: every rank holds the whole projection and computes
+      // the one kv head its query heads use (its gradient summed over tp by the style's f).
+      const int64_t kv_head = g_.rank() / (tp / c.num_key_value_heads);
+      layer.set_style(std::make_shared<ReplicatedKvStyle>(g_, input, kv_head * c.head_dim, c.head_dim));
+      return;
+    }
+    auto s = chunk(layer.weight.size(0), g_);
+    shard_param(path + ".weight", layer.weight, 0, s, g_);
+    if (layer.bias.defined()) shard_param(path + ".bias", layer.bias, 0, s, g_);
+    const bool is_head = path == "lm_head";
+    MT_CHECK(!is_head || style != Style::Colwise || options_.loss_parallel,
+             "lm_head colwise leaves the logits sharded over the vocab: use colwise_gather_output, or --loss_parallel");
+    if (is_head && options_.loss_parallel) {
+      report_.logits_vocab_sharded = true;
+      report_.vocab_offset = s.offset;
+    }
+    const bool gather = style == Style::ColwiseGatherOutput && !(is_head && options_.loss_parallel);
+    layer.set_style(std::make_shared<ColwiseStyle>(g_, input, gather, s.sizes));
+  }
+
+  void rowwise(const std::string& path, nn::Linear& layer, Style style, bool entered, Output output) {
+    // The block's one reduction happens here, where upstream's gather parent sums local_rowwise's
+    // partial outputs (and its bias is added once, after it).
+    MT_CHECK(style != Style::LocalRowwise || entered, "style local_rowwise on ", path,
+             ": its partial sums are reduced at the block's exit, which needs the block's input projections "
+             "all of the colwise family");
+    auto s = chunk(layer.weight.size(1), g_);
+    shard_param(path + ".weight", layer.weight, 1, s, g_);
+    // Added to this rank's sequence shard only: its gradient is partial.
+    if (layer.bias.defined() && output == Output::SequenceScatter) mark_partial(path + ".bias");
+    layer.set_style(std::make_shared<RowwiseStyle>(g_, style == Style::RowwiseSplitInput, output, s.sizes));
+  }
+
+  void packed(const std::string& path, nn::Linear& layer, Style style, Input input, Output output) {
+    // Rank r's [gate_r | up_r] outputs must meet the same features of a packed down projection.
+    MT_CHECK(path.find(".mlp.") != std::string::npos, "style ", tp_style_name(style), " on ", path,
+             ": packed styles shard gate / up projections and their down projection only");
+    const bool colwise = style == Style::PackedColwise;
+    const int64_t dim = colwise ? 0 : 1;
+    auto s = packed_chunk(layer.weight.size(dim), g_, path + ".weight");
+    shard_param(path + ".weight", layer.weight, dim, s, g_, 2);
+    if (colwise) {
+      if (layer.bias.defined()) shard_param(path + ".bias", layer.bias, 0, s, g_, 2);
+      layer.set_style(std::make_shared<ColwiseStyle>(g_, input, false, s.sizes));
+    } else {
+      if (layer.bias.defined() && output == Output::SequenceScatter) mark_partial(path + ".bias");
+      layer.set_style(std::make_shared<RowwiseStyle>(g_, false, output, s.sizes));
+    }
+  }
+
+  [[noreturn]] void reject(const std::string& path, Style style) {
+    switch (style) {
+      case Style::AllReduce:
+        fail("style all_reduce (gather) on ", path, ": it sums a block's partial outputs, so it applies to an "
+             "attention or MLP block (or the experts), not to a Linear");
+      case Style::Local:
+        fail("style local on ", path, ": upstream loads it as the weight divided by the mesh size for a parent's "
+             "sum, which does not train like the serial model; use local_colwise / local_rowwise");
+      case Style::ReplicatedWithGradAllreduce:
+        fail("style replicated_with_grad_allreduce on ", path, ": a Linear sees every token and head on each rank, "
+             "so its gradient is whole already; summing it over tp would count it tp times");
+      default: fail("style ", tp_style_name(style), " on ", path, " is not supported for a Linear");
+    }
+  }
+
+  // Sequence-parallel norms see this rank's tokens, per-head norms of an entered attention this
+  // rank's heads: either way their gradients are partial, and summed over tp.
+  void norm(const std::string& path, bool per_head_sharded) {
+    paths_.push_back(path);
+    auto style = plan_.style_of(path + ".weight");
+    const bool partial = options_.sequence_parallel || per_head_sharded;
+    MT_CHECK(!style || *style == Style::SequenceParallel || *style == Style::ReplicatedWithGradAllreduce, "style ",
+             tp_style_name(*style), " on ", path,
+             " is not supported for a norm (use sequence_parallel or replicated_with_grad_allreduce)");
+    MT_CHECK(style != Style::ReplicatedWithGradAllreduce || partial, "style replicated_with_grad_allreduce on ", path,
+             ": this norm sees every token and head on each rank, so its gradient is whole already; summing it over "
+             "tp would count it tp times");
+    if (partial) mark_partial(path + ".weight");
+  }
+
+  void embedding(const std::string& path, nn::Embedding& embedding) {
+    paths_.push_back(path);
+    auto style = plan_.style_of(path + ".weight");
+    const bool sp = options_.sequence_parallel;
+    if (!style) {
+      report_.unsharded_layers.push_back(path);
+      if (sp) embedding.set_style(std::make_shared<SequenceScatterEmbedding>(g_));
+      return;
+    }
+    MT_CHECK(*style == Style::EmbeddingRowwise, "style ", tp_style_name(*style), " on ", path,
+             " is not supported for an Embedding (use embedding_rowwise)");
+    vocab_ = chunk(embedding.weight.size(0), g_);
+    shard_param(path + ".weight", embedding.weight, 0, *vocab_, g_);
+    embedding.set_style(std::make_shared<EmbeddingRowwiseStyle>(g_, vocab_->offset, sp ? Output::SequenceScatter
+                                                                                       : Output::Reduced));
+  }
+
+  // The tied head reads the embedding weight: colwise over the vocab when that is sharded.
+  void tied_head() {
+    const bool sp = options_.sequence_parallel;
+    if (vocab_) {
+      model_.tied_head_style = std::make_shared<ColwiseStyle>(g_, sp ? Input::SequenceSharded : Input::Replicated,
+                                                              !options_.loss_parallel, vocab_->sizes);
+      report_.logits_vocab_sharded = options_.loss_parallel;
+      report_.vocab_offset = vocab_->offset;
+    } else if (sp) {
+      model_.tied_head_style = std::make_shared<SequenceGatherLinear>(g_);
+    }
+  }
+
+  // The router stays whole; the experts split inside when the plan says so (gate_up_proj
+  // packed_colwise on I, down_proj rowwise on I) over experts_tp (tp, or its etp blocks under
+  // router masking): every rank of it computes its slice of every expert. Under sequence
+  // parallelism the block routes and computes the whole sequence and keeps its shard.
+  void sparse_moe(const std::string& path, nn::SparseMoe& moe, Group& experts_tp) {
+    linear(path + ".gate", *moe.gate, false);
+    if (options_.sequence_parallel) moe.set_block_style(std::make_shared<SequenceGatheredMoe>(g_));
+    const std::string experts = path + ".experts";
+    for (const auto& name : {experts, experts + ".gate_up_proj", experts + ".down_proj"}) paths_.push_back(name);
+    auto style = [&](const std::string& param) {
+      auto s = plan_.style_of(experts + "." + param);
+      // The experts module's own rule (moe_tp_experts, or upstream's older gather) shards nothing.
+      return s && *s != Style::MoeTpExperts && *s != Style::AllReduce ? s : std::nullopt;
+    };
+    const auto gate_up = style("gate_up_proj"), down = style("down_proj");
+    if ((!gate_up && !down) || experts_tp.size() == 1) return;
+    MT_CHECK(gate_up == Style::PackedColwise && down == Style::Rowwise, experts,
+             ": the experts shard gate_up_proj packed_colwise and down_proj rowwise together; the tp_plan gives ",
+             gate_up ? tp_style_name(*gate_up) : "none", " and ", down ? tp_style_name(*down) : "none");
+    auto& weights = *moe.experts;
+    auto s = packed_chunk(weights.gate_up_proj.size(1), experts_tp, experts + ".gate_up_proj");
+    shard_param(experts + ".gate_up_proj", weights.gate_up_proj, 1, s, experts_tp, 2);
+    shard_param(experts + ".down_proj", weights.down_proj, 2, s, experts_tp);
+    moe.set_dispatcher(std::make_shared<TpExpertsDispatcher>(moe.dispatcher(), experts_tp));
+  }
+
+  models::LlamaForCausalLM& model_;
+  Group& g_;
+  const TpPlan& plan_;
+  const TpOptions& options_;
+  TpReport report_;
+  std::vector<std::string> paths_;  // every module path a rule may name
+  std::optional<Sharding> vocab_;   // the embedding's, when sharded
+};
 
 }  // namespace
 
@@ -323,127 +334,15 @@ std::vector<int64_t> sequence_shards(int64_t seq_len, int64_t tp) {
   return std::vector<int64_t>(static_cast<size_t>(tp), seq_len / tp);
 }
 
-TpReport apply_tensor_parallel(models::LlamaForCausalLM& model, const dist::DeviceMesh& mesh, const TpPlan& plan,
+TpReport apply_tensor_parallel(models::LlamaForCausalLM& model, Group& g, Group& experts_tp, const TpPlan& plan,
                                const TpOptions& options) {
-  auto& g = mesh.group("tp");
   const auto& c = model.config();
   const int64_t tp = g.size();
-  const bool sp = options.sequence_parallel;
   MT_CHECK(c.num_attention_heads % tp == 0, "tp_size ", tp, " does not divide num_attention_heads ",
            c.num_attention_heads);
   MT_CHECK(c.num_key_value_heads % tp == 0 || tp % c.num_key_value_heads == 0, "num_key_value_heads ",
            c.num_key_value_heads, " is not divisible by tp_size ", tp, " or vice versa");
-  TpReport report;
-  // Blocks whose input projections are all of the colwise family get one entry collective for
-  // all of them. Sequence parallelism needs that everywhere, and the rowwise outputs that
-  // reduce-scatter.
-  std::set<std::string> entered_blocks;
-  std::vector<std::string> paths;  // every module path a rule may name
-  for (size_t i = 0; i < model.model->layers.size(); ++i) {
-    const std::string layer = "model.layers." + std::to_string(i);
-    auto& decoder_layer = *model.model->layers[i];
-    struct Block {
-      std::string path;
-      std::vector<std::string> inputs;
-      std::string output;
-    };
-    std::vector<Block> blocks = {{layer + ".self_attn", {"q_proj", "k_proj", "v_proj"}, "o_proj"}};
-    if (decoder_layer.mlp) blocks.push_back({layer + ".mlp", {"gate_proj", "up_proj"}, "down_proj"});
-    for (const auto& [block, inputs, output] : blocks) {
-      const bool colwise_inputs =
-          all_styled(plan, block, inputs, {TpStyle::Colwise, TpStyle::PackedColwise, TpStyle::LocalColwise});
-      const bool rowwise_output =
-          all_styled(plan, block, {output}, {TpStyle::Rowwise, TpStyle::PackedRowwise, TpStyle::LocalRowwise});
-      MT_CHECK(!sp || (colwise_inputs && rowwise_output),
-               "sequence parallelism needs every attention and MLP block sharded colwise in, rowwise out by the "
-               "tp_plan; ", block, " is not");
-      // A rule on the block itself: all_reduce (gather), the block's one reduction at its exit.
-      paths.push_back(block);
-      if (auto block_style = plan.style_of(block))
-        MT_CHECK(*block_style == TpStyle::AllReduce && colwise_inputs && rowwise_output, "style ",
-                 tp_style_name(*block_style), " on ", block, ": a block takes all_reduce (gather) only, with input "
-                 "projections of the colwise family and a rowwise-family output projection, where it reduces");
-      // Packed features only meet their own kind: all of the block packed, or none of it.
-      const bool packed_in = all_styled(plan, block, inputs, {TpStyle::PackedColwise});
-      const bool packed_out = all_styled(plan, block, {output}, {TpStyle::PackedRowwise});
-      bool any_packed = false;
-      for (const auto& child : inputs) any_packed |= all_styled(plan, block, {child}, {TpStyle::PackedColwise});
-      MT_CHECK(packed_in == packed_out && (packed_in || !any_packed), block,
-               ": packed_colwise input projections need a packed_rowwise output projection, and the other way round");
-      if (colwise_inputs) entered_blocks.insert(block);
-    }
-    auto entry = [&](const std::string& block) -> std::shared_ptr<nn::BlockStyle> {
-      if (!entered_blocks.contains(block)) return nn::pass_through_block();
-      return std::make_shared<BlockEntry>(g, sp ? Input::SequenceSharded : Input::Replicated);
-    };
-    decoder_layer.self_attn->set_block_style(entry(layer + ".self_attn"));
-    if (auto& mlp = decoder_layer.mlp) mlp->set_block_style(entry(layer + ".mlp"));
-    if (auto& moe = decoder_layer.moe) {
-      split_experts_inside(model, layer + ".mlp", *moe, plan, mesh.group(mesh.expert_tensor_dim()));
-      if (sp) moe->set_block_style(std::make_shared<SequenceGatheredMoe>(g));
-    }
-  }
-  bool embedding_sharded = false;
-  Sharding vocab{};
-  for (auto& item : model.named_modules("", /*include_self=*/false)) {
-    const std::string path = item.key();
-    auto linear = std::dynamic_pointer_cast<nn::Linear>(item.value());
-    auto embedding = std::dynamic_pointer_cast<nn::Embedding>(item.value());
-    auto norm = std::dynamic_pointer_cast<nn::RMSNorm>(item.value());
-    if (std::dynamic_pointer_cast<nn::Experts>(item.value()))  // sharded with their MoE block
-      for (const auto& name : {path, path + ".gate_up_proj", path + ".down_proj"}) paths.push_back(name);
-    if (!linear && !embedding && !norm) continue;
-    paths.push_back(path);
-    auto style = plan.style_of(path + ".weight");
-    if (norm) {
-      // Sequence-parallel norms see this rank's tokens; q_norm / k_norm of sharded attention
-      // see this rank's heads: either way their gradients are partial, and summed over tp.
-      const bool per_head = path.ends_with("q_norm") || path.ends_with("k_norm");
-      const bool partial = sp || (per_head && entered_blocks.contains(parent_of(path)));
-      MT_CHECK(!style || *style == TpStyle::SequenceParallel || *style == TpStyle::ReplicatedWithGradAllreduce,
-               "style ", tp_style_name(*style), " on ", path,
-               " is not supported for a norm (use sequence_parallel or replicated_with_grad_allreduce)");
-      MT_CHECK(style != TpStyle::ReplicatedWithGradAllreduce || partial, "style replicated_with_grad_allreduce on ",
-               path, ": this norm sees every token and head on each rank, so its gradient is whole already; summing "
-               "it over tp would count it tp times");
-      if (partial) report.partial_grad_params.push_back(path + ".weight");
-      continue;
-    }
-    if (!style) {
-      report.unsharded_layers.push_back(path);
-      if (sp && embedding) embedding->set_style(std::make_shared<SequenceScatterEmbedding>(g));
-      // An unsharded lm_head gathers T; a router inside its (entered) MoE block sees whole T already.
-      if (sp && linear && !inside_block(path)) linear->set_style(std::make_shared<SequenceGatherLinear>(g));
-      continue;
-    }
-    if (embedding) {
-      MT_CHECK(*style == TpStyle::EmbeddingRowwise, "style ", tp_style_name(*style), " on ", path,
-               " is not supported for an Embedding (use embedding_rowwise)");
-      vocab = chunk(embedding->weight.size(0), g);
-      embedding_sharded = true;
-      shard_param(model, path + ".weight", embedding->weight, 0, vocab, g);
-      embedding->set_style(std::make_shared<EmbeddingRowwiseStyle>(g, vocab.offset, sp ? Output::SequenceScatter
-                                                                                        : Output::Reduced));
-      continue;
-    }
-    shard_linear(model, path, *linear, *style, entered_blocks.contains(parent_of(path)), g, options, report);
-  }
-  if (!model.lm_head) {
-    // The tied head reads the embedding weight: colwise over the vocab when that is sharded.
-    if (embedding_sharded) {
-      model.tied_head_style = std::make_shared<ColwiseStyle>(g, sp ? Input::SequenceSharded : Input::Replicated,
-                                                             !options.loss_parallel, vocab.sizes);
-      report.logits_vocab_sharded = options.loss_parallel;
-      report.vocab_offset = vocab.offset;
-    } else if (sp) {
-      model.tied_head_style = std::make_shared<SequenceGatherLinear>(g);
-    }
-  }
-  MT_CHECK(!options.loss_parallel || report.logits_vocab_sharded,
-           "--loss_parallel needs the output layer sharded over the vocab (lm_head colwise, or a tied head with "
-           "embed_tokens embedding_rowwise)");
-  report.unused_rules = plan.unused_rules(paths);
-  return report;
+  return Sharder(model, g, plan, options).run(experts_tp);
 }
 
 }  // namespace meshtrain::parallel

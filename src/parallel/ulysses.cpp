@@ -79,8 +79,8 @@ at::Tensor shard_contiguous(const at::Tensor& x, int64_t sp, int64_t rank, int64
 }
 
 at::Tensor shard_sequence(const at::Tensor& x, const dist::DeviceMesh& mesh, int64_t dim) {
-  auto cp_shard = shard_load_balanced(x, mesh.size("cp"), mesh.coordinate("cp"), dim);
-  return shard_contiguous(cp_shard, mesh.size("sp"), mesh.coordinate("sp"), dim).contiguous();
+  auto cp_shard = shard_load_balanced(x, mesh.size(MeshDim::Cp), mesh.coordinate(MeshDim::Cp), dim);
+  return shard_contiguous(cp_shard, mesh.size(MeshDim::Sp), mesh.coordinate(MeshDim::Sp), dim).contiguous();
 }
 
 at::Tensor sequence_position_ids(int64_t batch, int64_t seq_len, const dist::DeviceMesh& mesh) {
@@ -89,19 +89,21 @@ at::Tensor sequence_position_ids(int64_t batch, int64_t seq_len, const dist::Dev
 }
 
 at::Tensor gather_sequence(const at::Tensor& shard, const dist::DeviceMesh& mesh, int64_t dim) {
-  auto& sp = mesh.group("sp");
+  auto& sp = mesh.group(MeshDim::Sp);
   auto cp_shard = sp.size() == 1 ? shard : dist::all_gather(sp, shard.contiguous(), dim);
-  return gather_load_balanced(cp_shard, mesh.group("cp"), dim);
+  return gather_load_balanced(cp_shard, mesh.group(MeshDim::Cp), dim);
 }
 
-void apply_ulysses(models::LlamaForCausalLM& model, const dist::DeviceMesh& mesh, CpCommStrategy strategy) {
-  const int64_t sp = mesh.size("sp");
-  if (sp == 1) return apply_context_parallel(model, mesh, strategy);
-  const auto& c = model.config();
-  check_ulysses_heads(c.num_attention_heads, c.num_key_value_heads, sp);
-  std::shared_ptr<nn::AttentionCore> inner = std::make_shared<nn::LocalCausalAttention>();
-  if (mesh.size("cp") > 1) inner = std::make_shared<RingAttention>(mesh.group("cp"), strategy);
-  auto core = std::make_shared<UlyssesAttention>(mesh.group("sp"), inner);
+void apply_sequence_sharded_attention(models::LlamaForCausalLM& model, dist::Group& cp, dist::Group& sp,
+                                      CpCommStrategy strategy) {
+  if (cp.size() == 1 && sp.size() == 1) return;
+  std::shared_ptr<nn::AttentionCore> core = std::make_shared<nn::LocalCausalAttention>();
+  if (cp.size() > 1) core = std::make_shared<RingAttention>(cp, strategy);
+  if (sp.size() > 1) {
+    const auto& c = model.config();
+    check_ulysses_heads(c.num_attention_heads, c.num_key_value_heads, sp.size());
+    core = std::make_shared<UlyssesAttention>(sp, core);
+  }
   for (auto& layer : model.model->layers) layer->self_attn->set_core(core);
 }
 

@@ -45,11 +45,10 @@ at::Tensor sequence_position_ids(int64_t batch, int64_t seq_len, const dist::Dev
 // Inverse of shard_sequence over the cp and sp groups (all-gathers; for tests and eval).
 at::Tensor gather_sequence(const at::Tensor& shard, const dist::DeviceMesh& mesh, int64_t dim = 1);
 
-// Sets UlyssesAttention over mesh "sp" on every layer's self_attn, wrapping RingAttention over
-// "cp" when cp > 1 (with `strategy`) and local attention otherwise. Checks the model's head
-// counts against sp. With sp == 1 it is apply_context_parallel, so this one call covers every
-// combination of cp and sp.
-void apply_ulysses(models::LlamaForCausalLM& model, const dist::DeviceMesh& mesh,
-                   CpCommStrategy strategy = CpCommStrategy::Ring);
+// The attention core of a sequence sharded over cp and sp, on every layer: Ulysses over sp
+// (checking the head counts) around a ring over cp (with `strategy`), either one alone, or
+// nothing when both are 1. The inputs are then cut with shard_sequence.
+void apply_sequence_sharded_attention(models::LlamaForCausalLM& model, dist::Group& cp, dist::Group& sp,
+                                      CpCommStrategy strategy = CpCommStrategy::Ring);
 
 }  // namespace meshtrain::parallel

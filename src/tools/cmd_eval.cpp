@@ -4,9 +4,10 @@
 #include <iostream>
 
 #include "data/eval_windows.h"
-#include "dist/collectives.h"
+#include "dist/device_mesh.h"
 #include "models/hf_weights.h"
 #include "nn/causal_lm_loss.h"
+#include "parallel/step_loss.h"
 #include "tools/commands.h"
 #include "tools/flags.h"
 #include "tools/parallel_flags.h"
@@ -41,26 +42,21 @@ int run_eval(const Args& argv) {
 
   // Every rank runs the same number of forwards (sharded layers communicate inside them); a
   // data-parallel rank past the last batch runs one whose targets are all ignored.
-  auto& dp = runtime.mesh->group("dp");
+  auto& dp = runtime.mesh->group(MeshDim::Dp);
   const int64_t batches = (windows + batch - 1) / batch;
   const int64_t rounds = (batches + dp.size() - 1) / dp.size();
-  at::NoGradGuard no_grad;
-  auto loss = at::zeros({1}, at::kDouble), count = at::zeros({1}, at::kDouble);
+  std::vector<parallel::MicroBatch> mine;
   for (int64_t round = 0; round < rounds; ++round) {
     const int64_t b = round * dp.size() + dp.rank();
     const bool real = b < batches;
     const int64_t first = real ? b * batch : 0;
     auto ids = data::consecutive_windows(*dataset, seq_len, first, std::min(batch, windows - first));
-    auto targets = real ? nn::shift_labels(ids) : at::full_like(ids, nn::kIgnoreIndex);
-    loss += model.loss_sum(ids, targets).item<double>();
-    count += static_cast<double>(nn::count_targets(targets));
+    mine.push_back({ids, real ? nn::shift_labels(ids) : at::full_like(ids, nn::kIgnoreIndex)});
   }
-  // cp / sp ranks share a batch and each sums the loss of its own sequence shard.
-  dist::all_reduce_(runtime.mesh->group("dp_cp_sp"), loss);
-  dist::all_reduce_(dp, count);
+  at::NoGradGuard no_grad;
+  const auto loss = parallel::step_loss(model, mine, parallel::Pass::Forward);
   if (runtime.env.rank == 0)
-    std::printf("eval_loss: %.6f\neval_tokens: %lld\n", loss.item<double>() / count.item<double>(),
-                static_cast<long long>(count.item<double>()));
+    std::printf("eval_loss: %.6f\neval_tokens: %lld\n", loss.mean(), static_cast<long long>(loss.targets));
   return 0;
 }
 

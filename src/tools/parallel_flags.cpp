@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <iostream>
 
+#include "parallel/tensor_parallel.h"
 #include "util/check.h"
 
 namespace meshtrain::tools {

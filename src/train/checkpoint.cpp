@@ -9,6 +9,7 @@
 
 #include "dist/collectives.h"
 #include "dist/comm_autograd.h"
+#include "dist/device_mesh.h"
 #include "io/hf_checkpoint.h"
 #include "io/safetensors.h"
 #include "models/hf_weights.h"
@@ -47,26 +48,12 @@ std::vector<Block> blocks_of(parallel::ParallelModel& model, const AdamW& optimi
   return blocks;
 }
 
-// A block is written by the one rank whose coordinate is 0 on every mesh dim it is not sharded on.
+// A block is written by one rank of those holding it: the first of every group its placement
+// record replicates it over (or holds it Partial).
 bool owns(const dist::DeviceMesh& mesh, const nn::ParamPlacement& place) {
-  // Experts sharded over ep: replicated over ep_replicate, and over the rest of the tp group
-  // (tp, or etp under router masking) unless split inside over it.
-  if (parallel::is_dispatched_expert(place)) {
-    const auto inner = mesh.expert_tensor_dim();
-    const bool split = std::find(place.mesh_dims.begin(), place.mesh_dims.end(), inner) != place.mesh_dims.end();
-    return mesh.group("ep_replicate").rank() == 0 && (split || mesh.group(inner).rank() == 0);
-  }
-  for (auto dim : dist::DeviceMesh::kDims) {
-    bool sharded = false;
-    for (size_t d = 0; d < place.mesh_dims.size(); ++d) {
-      if (place.placements[d].kind != nn::Placement::Kind::Shard) continue;
-      auto flat = dist::DeviceMesh::flattened().find(place.mesh_dims[d]);
-      sharded |= flat == dist::DeviceMesh::flattened().end()
-                     ? place.mesh_dims[d] == dim
-                     : std::find(flat->second.begin(), flat->second.end(), dim) != flat->second.end();
-    }
-    if (!sharded && mesh.coordinate(dim) != 0) return false;
-  }
+  for (size_t d = 0; d < place.mesh_dims.size(); ++d)
+    if (place.placements[d].kind != nn::Placement::Kind::Shard && mesh.group(place.mesh_dims[d]).rank() != 0)
+      return false;
   return true;
 }
 
@@ -142,7 +129,7 @@ int64_t fill_from(const std::vector<SavedBlock>& saved, const at::Tensor& local,
 fs::path save_training_checkpoint(const fs::path& output_dir, parallel::ParallelModel& model, const AdamW& optimizer,
                                   const TrainerState& state) {
   const auto& mesh = model.mesh();
-  auto& world = mesh.group("world");
+  auto& world = mesh.group(MeshDim::World);
   const int rank = mesh.rank();
   const auto name = "checkpoint-" + std::to_string(state.global_step);
   const auto final_dir = output_dir / name;
@@ -293,7 +280,7 @@ void export_hf_checkpoint(parallel::ParallelModel& model, const fs::path& dir, u
   } else {
     for (size_t i = 0; i < tensors.size(); ++i) source(i);  // the same gathers, in the same order
   }
-  dist::barrier(mesh.group("world"));
+  dist::barrier(mesh.group(MeshDim::World));
 }
 
 std::optional<fs::path> latest_checkpoint(const fs::path& output_dir) {

@@ -24,7 +24,7 @@ at::Tensor input_of(int r, std::vector<int64_t> shape) {
 TEST(Collectives, AllReduceGatherScatterAndAllToAllMatchTheSerialResult) {
   for (int n : {2, 3, 4}) {
     run_ranks(sizes(1, n), [n](std::shared_ptr<dist::DeviceMesh> mesh) {
-      auto& g = mesh->group("dp_shard");
+      auto& g = mesh->group(MeshDim::DpShard);
       const int r = g.rank();
       // all-reduce
       auto x = input_of(r, {5, 3});
@@ -87,7 +87,7 @@ TEST(Collectives, AllReduceGatherScatterAndAllToAllMatchTheSerialResult) {
 TEST(CommAutograd, ParallelEqualsSerialForwardAndBackward) {
   const int n = 3;
   run_ranks(sizes(1, n), [](std::shared_ptr<dist::DeviceMesh> mesh) {
-    auto& g = mesh->group("dp_shard");
+    auto& g = mesh->group(MeshDim::DpShard);
     const int r = g.rank();
     auto sizes = dist::chunk_sizes(8, n);  // 3, 3, 2
     int64_t off = 0;

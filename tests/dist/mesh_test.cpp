@@ -19,28 +19,28 @@ using ::testing::ThrowsMessage;
 TEST(DeviceMesh, TpVariesFastestAndGroupsHoldTheRightRanks) {
   // 2 x 2 x 1 x 1 x 3 = 12 ranks: rank = ((r * 2 + s) * 3) + t
   dist::DeviceMesh mesh(sizes(2, 2, 1, 1, 3), 7);  // r=1, s=0, t=1
-  EXPECT_EQ(mesh.coordinate("dp_replicate"), 1);
-  EXPECT_EQ(mesh.coordinate("dp_shard"), 0);
-  EXPECT_EQ(mesh.coordinate("tp"), 1);
-  EXPECT_EQ(mesh.group_ranks("tp"), (std::vector<int>{6, 7, 8}));
-  EXPECT_EQ(mesh.group_ranks("dp_shard"), (std::vector<int>{7, 10}));
-  EXPECT_EQ(mesh.group_ranks("dp_replicate"), (std::vector<int>{1, 7}));
-  EXPECT_EQ(mesh.group_ranks("dp"), (std::vector<int>{1, 4, 7, 10}));
-  EXPECT_EQ(mesh.coordinate("dp"), 2);
-  EXPECT_EQ(mesh.size("dp_cp"), 4);
-  EXPECT_EQ(mesh.group_ranks("world").size(), 12u);
+  EXPECT_EQ(mesh.coordinate(MeshDim::DpReplicate), 1);
+  EXPECT_EQ(mesh.coordinate(MeshDim::DpShard), 0);
+  EXPECT_EQ(mesh.coordinate(MeshDim::Tp), 1);
+  EXPECT_EQ(mesh.group_ranks(MeshDim::Tp), (std::vector<int>{6, 7, 8}));
+  EXPECT_EQ(mesh.group_ranks(MeshDim::DpShard), (std::vector<int>{7, 10}));
+  EXPECT_EQ(mesh.group_ranks(MeshDim::DpReplicate), (std::vector<int>{1, 7}));
+  EXPECT_EQ(mesh.group_ranks(MeshDim::Dp), (std::vector<int>{1, 4, 7, 10}));
+  EXPECT_EQ(mesh.coordinate(MeshDim::Dp), 2);
+  EXPECT_EQ(mesh.size(MeshDim::DpCp), 4);
+  EXPECT_EQ(mesh.group_ranks(MeshDim::World).size(), 12u);
 }
 
 TEST(DeviceMesh, ExpertGroupsAreBlocksOfTheDpShardCpRanks) {
   auto s = sizes(1, 4, 1, 1, 2);  // dp_shard_cp group of rank 0: 0, 2, 4, 6
   s.ep = 2;
   dist::DeviceMesh mesh(s, 0);
-  EXPECT_EQ(mesh.group_ranks("ep"), (std::vector<int>{0, 2}));
-  EXPECT_EQ(mesh.group_ranks("ep_replicate"), (std::vector<int>{0, 4}));
-  EXPECT_EQ(mesh.size("ep_replicate"), 2);
+  EXPECT_EQ(mesh.group_ranks(MeshDim::Ep), (std::vector<int>{0, 2}));
+  EXPECT_EQ(mesh.group_ranks(MeshDim::EpReplicate), (std::vector<int>{0, 4}));
+  EXPECT_EQ(mesh.size(MeshDim::EpReplicate), 2);
   dist::DeviceMesh other(s, 7);  // tp 1, dp_shard 3
-  EXPECT_EQ(other.group_ranks("ep"), (std::vector<int>{5, 7}));
-  EXPECT_EQ(other.group_ranks("ep_replicate"), (std::vector<int>{3, 7}));
+  EXPECT_EQ(other.group_ranks(MeshDim::Ep), (std::vector<int>{5, 7}));
+  EXPECT_EQ(other.group_ranks(MeshDim::EpReplicate), (std::vector<int>{3, 7}));
   s.ep = 3;
   EXPECT_THAT([&] { dist::resolve_mesh_sizes(s, 8); },
               ThrowsMessage<UsageError>(HasSubstr("ep_size 3 must divide dp_shard_size 4 x cp_size 1")));
@@ -51,12 +51,12 @@ TEST(DeviceMesh, RouterMaskingDrawsEpStridedFromTheTpGroupAndEtpFromItsBlocks) {
   s.ep = 2;
   s.ep_in_tp = true;
   dist::DeviceMesh mesh(s, 5);  // tp coordinate 1
-  EXPECT_EQ(mesh.group_ranks("ep"), (std::vector<int>{5, 7}));
-  EXPECT_EQ(mesh.group_ranks("etp"), (std::vector<int>{4, 5}));
-  EXPECT_EQ(mesh.group_ranks("ep_replicate"), (std::vector<int>{1, 5}));
-  EXPECT_EQ(mesh.size("etp"), 2);
-  EXPECT_EQ(mesh.size("ep_replicate"), 2);
-  EXPECT_EQ(mesh.expert_tensor_dim(), "etp");
+  EXPECT_EQ(mesh.group_ranks(MeshDim::Ep), (std::vector<int>{5, 7}));
+  EXPECT_EQ(mesh.group_ranks(MeshDim::Etp), (std::vector<int>{4, 5}));
+  EXPECT_EQ(mesh.group_ranks(MeshDim::EpReplicate), (std::vector<int>{1, 5}));
+  EXPECT_EQ(mesh.size(MeshDim::Etp), 2);
+  EXPECT_EQ(mesh.size(MeshDim::EpReplicate), 2);
+  EXPECT_EQ(mesh.expert_tensor_dim(), MeshDim::Etp);
   s.ep = 3;
   EXPECT_THAT([&] { dist::resolve_mesh_sizes(s, 8); },
               ThrowsMessage<UsageError>(StrEq("ep_size 3 must divide tp_size 4: router-masking expert parallelism "

@@ -341,7 +341,7 @@ std::string python() { return MESHTRAIN_PYTHON; }
 int run_python(const fs::path& dir, const std::string& script, std::string& out) {
   const fs::path py = dir / "check.py", log = dir / "check.log";
   std::ofstream(py) << script;
-  const std::string cmd = "'" + python() + "' '" + py.string() + "' > '" + log.string() + "' 2>&1";
+  const std::string cmd = str_cat("'", python(), "' '", py.string(), "' > '", log.string(), "' 2>&1");
   const int rc = std::system(cmd.c_str());
   out = util::read_file(log);
   return rc;

@@ -61,13 +61,15 @@ TEST_P(MoeGolden, LogitsLossWithAuxAndGradientsMatchTransformers) {
     auto shifted = model->forward(golden.read("input_ids"), golden.read("offset_position_ids"));
     EXPECT_LT(max_rel_diff(shifted, golden.read("offset_logits")), 1e-5);
   }
-  auto logits = model->forward(golden.read("input_ids"));
+  models::Routing routing;
+  auto logits = model->forward(golden.read("input_ids"), {}, &routing);
+  ASSERT_EQ(routing.size(), static_cast<size_t>(model->config().num_moe_layers()));
   const double logit_diff = max_rel_diff(logits, golden.read("logits"));
   EXPECT_LT(logit_diff, 1e-5);
   RecordProperty("max_rel_logit_diff", sci(logit_diff));
 
   auto targets = nn::shift_labels(golden.read("labels"));
-  auto aux = model->router_aux_loss();
+  auto aux = model->router_aux_loss(routing);
   EXPECT_NEAR(aux.item<double>(), golden.read("aux_loss").item<double>(), 1e-5);
   const auto& moe = *model->config().moe;
   ASSERT_TRUE(moe.output_router_logits);

@@ -61,7 +61,7 @@ TEST(SparseMoe, GroupedGemmsEqualTheDenseReferenceWithGradients) {
     auto moe = random_moe(s, 10 + c);
     moe->experts->gemm_path = cases[c].path;
     auto x = at::randn({2, 9, s.hidden_size}).requires_grad_(true);
-    auto out = moe->forward(x);
+    auto [out, router] = moe->forward(x);
     ASSERT_EQ(out.sizes(), x.sizes());
     auto x_ref = x.detach().clone().requires_grad_(true);
     auto ref = dense_reference(*moe, x_ref.view({-1, s.hidden_size})).view(x.sizes());
@@ -77,9 +77,9 @@ TEST(SparseMoe, GroupedGemmsEqualTheDenseReferenceWithGradients) {
     auto ref_grads = torch::autograd::grad({ref}, ref_inputs, {g});
     for (size_t i = 0; i < grads.size(); ++i)
       EXPECT_LT((grads[i] - ref_grads[i]).abs().max().item<double>(), 1e-4) << c << " input " << i;
-    EXPECT_EQ(moe->last_stats().tokens_per_expert.sum().item<int64_t>(), 18 * s.top_k);
-    EXPECT_EQ(moe->last_stats().dropped, 0);
-    EXPECT_EQ(moe->last_stats().router_logits.sizes(), (at::IntArrayRef{18, s.num_experts}));
+    EXPECT_EQ(router.tokens_per_expert.sum().item<int64_t>(), 18 * s.top_k);
+    EXPECT_EQ(router.dropped, 0);
+    EXPECT_EQ(router.router_logits.sizes(), (at::IntArrayRef{18, s.num_experts}));
   }
 }
 
@@ -94,7 +94,7 @@ TEST(SparseMoe, CapacityFactorDropsOverflowInTokenOrderAndCountsIt) {
   }
   const int64_t capacity = nn::expert_capacity(0.5, 20, 2, 4);
   EXPECT_EQ(capacity, 5);  // ceil(0.5 * 20 * 2 / 4)
-  auto out = moe->forward(x);
+  auto [out, router] = moe->forward(x);
 
   // Expected: per expert, the first `capacity` assignments in token-major order survive.
   auto idx = std::get<1>(at::softmax(moe->gate->forward(x), -1).topk(2, -1));
@@ -108,15 +108,15 @@ TEST(SparseMoe, CapacityFactorDropsOverflowInTokenOrderAndCountsIt) {
     else ++dropped;
   }
   ASSERT_GT(dropped, 0);
-  EXPECT_EQ(moe->last_stats().dropped, dropped);
-  EXPECT_EQ(moe->last_stats().tokens_per_expert.sum().item<int64_t>(), 40);  // counted before dropping
+  EXPECT_EQ(router.dropped, dropped);
+  EXPECT_EQ(router.tokens_per_expert.sum().item<int64_t>(), 40);  // counted before dropping
   EXPECT_LT((out - dense_reference(*moe, x, keep)).abs().max().item<double>(), 1e-5);
 
   // Dropless again: nothing dropped, the dense reference holds.
   moe->set_capacity_factor(0.0);
   auto full = moe->forward(x);
-  EXPECT_EQ(moe->last_stats().dropped, 0);
-  EXPECT_LT((full - dense_reference(*moe, x)).abs().max().item<double>(), 1e-5);
+  EXPECT_EQ(full.router.dropped, 0);
+  EXPECT_LT((full.hidden - dense_reference(*moe, x)).abs().max().item<double>(), 1e-5);
 }
 
 TEST(TokenDispatcher, LocalDispatchGroupsRowsByExpertAndCombineInvertsIt) {

@@ -1,11 +1,35 @@
-// Placement records: a packed shard is one run per block, a further shard of the packed dim
-// (FSDP's rows of a tp shard) keeps the runs' overlap, and boxes / local_of cut exactly those rows.
+// Placement records: a fresh one spans the mesh as replicated, split() refines a dim, a packed
+// shard is one run per block, a further shard of the packed dim (FSDP's rows of a tp shard)
+// keeps the runs' overlap, and boxes / local_of cut exactly those rows.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include "nn/placement.h"
+#include "util/check.h"
 
+using meshtrain::MeshDim;
 using meshtrain::nn::ParamPlacement;
+using meshtrain::nn::Placement;
+using ::testing::StrEq;
+using ::testing::ThrowsMessage;
+
+TEST(Placement, SplitRefinesADimAndAppendsTheNewEntriesInTheOrderApplied) {
+  auto place = ParamPlacement::whole({8, 4});
+  EXPECT_EQ(place.mesh_dims, (std::vector<MeshDim>{MeshDim::DpCpSp, MeshDim::Tp}));
+  EXPECT_TRUE(place.is_whole());
+  place.split(MeshDim::Tp, {{MeshDim::Tp, Placement::shard(0)}});
+  place.split(MeshDim::DpCpSp, {{MeshDim::DpReplicateSp, Placement::replicate()},
+                                {MeshDim::DpShardCp, Placement::shard(0)}});
+  EXPECT_EQ(place.mesh_dims, (std::vector<MeshDim>{MeshDim::Tp, MeshDim::DpReplicateSp, MeshDim::DpShardCp}));
+  EXPECT_FALSE(place.is_whole());
+  EXPECT_TRUE(place.is(MeshDim::DpShardCp, Placement::Kind::Shard));
+  EXPECT_EQ(place.on(MeshDim::DpCpSp), nullptr);
+  EXPECT_THAT([&] { place.split(MeshDim::Cp, {}); },
+              ThrowsMessage<meshtrain::Error>(StrEq("placement has no entry on mesh dim cp to split")));
+  EXPECT_THAT([&] { place.split(MeshDim::Tp, {{MeshDim::DpShardCp, Placement::shard(1)}}); },
+              ThrowsMessage<meshtrain::Error>(StrEq("placement already has an entry on mesh dim dp_shard_cp")));
+}
 
 TEST(Placement, PackedShardIsOneRunPerBlockAndNarrowsLikeItsRows) {
   // 8 rows = gate 0-3 | up 4-7; rank 1 of tp 2 holds [2, 3 | 6, 7].

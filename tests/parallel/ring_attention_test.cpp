@@ -7,6 +7,7 @@
 #include "dist/collectives.h"
 #include "nn/causal_lm_loss.h"
 #include "parallel/context_parallel.h"
+#include "parallel/ulysses.h"
 #include "support/attention_reference.h"
 #include "support/run_ranks.h"
 #include "util/check.h"
@@ -37,7 +38,7 @@ TEST(RingSharding, HeadTailChunksPositionsAndInverse) {
     EXPECT_TRUE(at::equal(parallel::unshard_load_balanced(shards, 1), x)) << "cp " << cp;
   }
   run_ranks(cp_sizes(3), [&](std::shared_ptr<dist::DeviceMesh> mesh) {
-    auto& g = mesh->group("cp");
+    auto& g = mesh->group(MeshDim::Cp);
     auto shard = parallel::shard_load_balanced(x, 3, g.rank(), 1);
     EXPECT_TRUE(at::equal(parallel::gather_load_balanced(shard, g, 1), x));
   });
@@ -56,7 +57,7 @@ TEST(RingAttention, EqualsLocalAttentionOutputsAndGradients) {
       SCOPED_TRACE(::testing::Message() << "cp " << c.cp << " H " << c.H << " Hkv " << c.Hkv << " d " << c.d << " "
                                       << parallel::cp_comm_strategy_name(strategy));
       run_ranks(cp_sizes(c.cp), [&](std::shared_ptr<dist::DeviceMesh> mesh) {
-        auto& g = mesh->group("cp");
+        auto& g = mesh->group(MeshDim::Cp);
         auto shard = [&](const at::Tensor& t) { return parallel::shard_load_balanced(t, c.cp, g.rank(), 2); };
         auto q = shard(ref.q).clone().requires_grad_();
         auto k = shard(ref.k).clone().requires_grad_();
@@ -80,7 +81,7 @@ TEST(RingAttention, Bf16InputsMergeInFp32) {
   const int64_t cp = 2;
   auto ref = serial_attention(2, 4, 2, 12, 12, 21);
   run_ranks(cp_sizes(cp), [&](std::shared_ptr<dist::DeviceMesh> mesh) {
-    auto& g = mesh->group("cp");
+    auto& g = mesh->group(MeshDim::Cp);
     auto shard = [&](const at::Tensor& t) { return parallel::shard_load_balanced(t, cp, g.rank(), 2); };
     auto q = shard(ref.q).to(at::kBFloat16).requires_grad_();
     auto k = shard(ref.k).to(at::kBFloat16).requires_grad_();
@@ -112,7 +113,7 @@ TEST(RingAttention, SendsCpMinusOneOverCpOfKeysAndValues) {
   const uint64_t local_kv = full_kv / cp;
   for (auto strategy : {parallel::CpCommStrategy::Ring, parallel::CpCommStrategy::AllGather}) {
     run_ranks(cp_sizes(cp), [&](std::shared_ptr<dist::DeviceMesh> mesh) {
-      auto& g = mesh->group("cp");
+      auto& g = mesh->group(MeshDim::Cp);
       auto shard = [&](const at::Tensor& t) { return parallel::shard_load_balanced(t, cp, g.rank(), 2); };
       auto q = shard(ref.q).requires_grad_(), k = shard(ref.k).requires_grad_(), v = shard(ref.v).requires_grad_();
       parallel::RingAttention core(g, strategy);
@@ -147,22 +148,22 @@ TEST(RingAttention, LlamaUnderContextParallelEqualsSerial) {
   const double loss_sum = nn::cross_entropy_sum(logits.detach(), targets).item<double>();
   for (auto [cp, strategy] : {std::pair{2, parallel::CpCommStrategy::Ring}, {4, parallel::CpCommStrategy::AllGather}}) {
     run_ranks(cp_sizes(cp), [&](std::shared_ptr<dist::DeviceMesh> mesh) {
-      const int64_t r = mesh->coordinate("cp");
+      const int64_t r = mesh->coordinate(MeshDim::Cp);
       auto model = std::make_shared<models::LlamaForCausalLM>(config);
       model->init_weights(11);
-      parallel::apply_context_parallel(*model, *mesh, strategy);
+      parallel::apply_sequence_sharded_attention(*model, mesh->group(MeshDim::Cp), mesh->group(MeshDim::Sp), strategy);
       auto out = model->forward(parallel::shard_load_balanced(ids, cp, r, 1),
                                 parallel::load_balanced_position_ids(B, T, cp, r));
       expect_close(out, parallel::shard_load_balanced(logits, cp, r, 1), "logits");
       auto local_sum = nn::cross_entropy_sum(out.detach(), parallel::shard_load_balanced(targets, cp, r, 1));
-      dist::all_reduce_(mesh->group("cp"), local_sum);
+      dist::all_reduce_(mesh->group(MeshDim::Cp), local_sum);
       EXPECT_NEAR(local_sum.item<double>(), loss_sum, 1e-4 * std::abs(loss_sum));
       (out * parallel::shard_load_balanced(w, cp, r, 1)).sum().backward();
       auto want = serial->named_params();
       auto got = model->named_params();
       for (size_t i = 0; i < got.size(); ++i) {
         auto grad = got[i].second.grad().clone();
-        dist::all_reduce_(mesh->group("cp"), grad);  // each rank holds its tokens' share
+        dist::all_reduce_(mesh->group(MeshDim::Cp), grad);  // each rank holds its tokens' share
         expect_close(grad, want[i].second.grad(), got[i].first);
       }
     });
@@ -197,7 +198,7 @@ TEST(RingAttention, RejectsBadInputs) {
   expect_error([&] { parallel::check_context_parallel_causal(false); }, "Load balancing requires `is_causal=True`.");
 
   run_ranks(cp_sizes(2), [&](std::shared_ptr<dist::DeviceMesh> mesh) {
-    parallel::RingAttention core(mesh->group("cp"));
+    parallel::RingAttention core(mesh->group(MeshDim::Cp));
     auto q = at::randn({1, 2, 3, 4});
     expect_error([&] { core.forward(q, q, q, 0.5); }, "its length T/cp must be even; got 3 (cp=2)");
     expect_error([&] { core.forward(at::randn({1, 2, 4, 4}), at::randn({1, 2, 2, 4}), at::randn({1, 2, 2, 4}), 0.5); },

@@ -11,7 +11,9 @@
 #include "nn/causal_lm_loss.h"
 #include "parallel/loss_parallel.h"
 #include "dist/collectives.h"
+#include "parallel/expert_parallel.h"
 #include "parallel/parallelize.h"
+#include "parallel/tensor_parallel.h"
 #include "support/run_ranks.h"
 #include "util/check.h"
 
@@ -159,7 +161,8 @@ TEST(TensorParallel, ModelOutputsAndGradientsEqualSerialIncludingUnevenAndEmptyS
     run_ranks(tp_sizes(tp), [&](std::shared_ptr<dist::DeviceMesh> mesh) {
       auto model = std::make_shared<models::LlamaForCausalLM>(config);
       model->init_weights(4);
-      auto report = parallel::apply_tensor_parallel(*model, *mesh, parallel::TpPlan(rules));
+      auto report = parallel::apply_tensor_parallel(*model, mesh->group(MeshDim::Tp), mesh->group(MeshDim::Tp),
+                                                    parallel::TpPlan(rules));
       EXPECT_TRUE(report.unused_rules.empty());
       auto out = model->forward(ids);
       EXPECT_LT((out - logits).abs().max().item<double>(), 1e-5);
@@ -286,7 +289,9 @@ TEST(TensorParallel, MoeExpertsShardedInsideEqualSerial) {
     auto model = std::make_shared<models::LlamaForCausalLM>(config);
     parallel::ParallelModel pm(model, mesh, o);
     const auto& place = model->placement("model.layers.1.mlp.experts.gate_up_proj");
-    EXPECT_EQ(place.mesh_dims, (std::vector<std::string>{"etp", "ep"}));
+    // Split inside over etp (by tp), then over ep; held alike by the ep replicas.
+    EXPECT_EQ(place.mesh_dims, (std::vector<MeshDim>{MeshDim::Etp, MeshDim::EpReplicate, MeshDim::Ep}));
+    EXPECT_TRUE(place.is(MeshDim::Etp, nn::Placement::Kind::Shard) && place.is(MeshDim::Ep, nn::Placement::Kind::Shard));
     EXPECT_EQ(model->model->layers[1]->moe->experts->gate_up_proj.sizes(), (at::IntArrayRef{2, 64, 64}));
   });
 }
@@ -308,7 +313,7 @@ TEST(ExpertParallel, RouterMaskingOverTpEqualsSerialDroplessAndWithCapacity) {
   expect_error([&] {
     run_ranks(three, [&](std::shared_ptr<dist::DeviceMesh> mesh) {
       models::LlamaForCausalLM model(config);
-      parallel::apply_expert_parallel(model, *mesh, parallel::EpMode::AllReduce);
+      parallel::apply_expert_parallel(model, mesh->group(MeshDim::Ep), parallel::EpMode::AllReduce);
     });
   }, "The number of experts must be divisible by number of ep_size: 4 % 3 != 0");
   o.ep_mode = parallel::EpMode::AllToAll;  // the mesh has no ep blocks
@@ -335,12 +340,12 @@ TEST(ExpertParallel, TokenDispatchOverDpShardEqualsSerial) {
       parallel::ParallelOptions o;
       o.ep_size = ep;
       parallel::ParallelModel pm(model, mesh, o);
-      const int64_t rows = 4 / dp_shard, first = mesh->coordinate("dp_shard") * rows;
+      const int64_t rows = 4 / dp_shard, first = mesh->coordinate(MeshDim::DpShard) * rows;
       auto loss = pm.loss_sum(ids.narrow(0, first, rows), targets.narrow(0, first, rows));
       loss.backward();
       pm.finish_backward();
       auto total = loss.detach().clone();
-      dist::all_reduce_(mesh->group("dp"), total);
+      dist::all_reduce_(mesh->group(MeshDim::Dp), total);
       EXPECT_NEAR(total.item<double>(), serial.loss, 1e-5 * serial.loss);
       expect_grads_are_blocks_of(*model, serial, mesh->rank());
     });
@@ -361,10 +366,11 @@ TEST(ExpertParallel, TokenDispatchCapacityCountsEachRanksOwnTokens) {
   auto serial = std::make_shared<models::LlamaForCausalLM>(config);
   serial->init_weights(4);
   for (int64_t r = 0; r < 2; ++r) {
-    auto loss = nn::cross_entropy_sum(serial->forward(ids.narrow(0, 2 * r, 2)), targets.narrow(0, 2 * r, 2));
+    models::Routing routing;
+    auto loss = nn::cross_entropy_sum(serial->forward(ids.narrow(0, 2 * r, 2), {}, &routing), targets.narrow(0, 2 * r, 2));
     loss.backward();
     per_rank.loss += loss.item<double>();
-    dropped.push_back(serial->moe_layers()[0]->last_stats().dropped);
+    dropped.push_back(routing[0].dropped);
   }
   for (auto& [name, p] : serial->named_params()) per_rank.grads[name] = p.grad();
   ASSERT_GT(dropped[0] + dropped[1], 0);
@@ -379,13 +385,14 @@ TEST(ExpertParallel, TokenDispatchCapacityCountsEachRanksOwnTokens) {
     parallel::ParallelOptions o;
     o.ep_size = 2;
     parallel::ParallelModel pm(model, mesh, o);
-    const int64_t r = mesh->coordinate("dp_shard");
-    auto loss = pm.loss_sum(ids.narrow(0, 2 * r, 2), targets.narrow(0, 2 * r, 2));
-    EXPECT_EQ(model->moe_layers()[0]->last_stats().dropped, dropped[r]) << "rank " << r;
+    const int64_t r = mesh->coordinate(MeshDim::DpShard);
+    models::Routing routing;
+    auto loss = pm.loss_sum(ids.narrow(0, 2 * r, 2), targets.narrow(0, 2 * r, 2), &routing);
+    EXPECT_EQ(routing[0].dropped, dropped[r]) << "rank " << r;
     loss.backward();
     pm.finish_backward();
     auto total = loss.detach().clone();
-    dist::all_reduce_(mesh->group("dp"), total);
+    dist::all_reduce_(mesh->group(MeshDim::Dp), total);
     EXPECT_NEAR(total.item<double>(), per_rank.loss, 1e-5 * per_rank.loss);
     expect_grads_are_blocks_of(*model, per_rank, mesh->rank());
   });
@@ -445,7 +452,7 @@ TEST(LossParallel, VocabShardsIncludingAnEmptyOneGiveTheFullCrossEntropyAndGradi
     auto weight = 0.7;
     (want * weight).backward();
     run_ranks(tp_sizes(4), [&](std::shared_ptr<dist::DeviceMesh> mesh) {
-      auto& g = mesh->group("tp");
+      auto& g = mesh->group(MeshDim::Tp);
       auto sizes = dist::chunk_sizes(vocab, 4);
       int64_t offset = 0;
       for (int r = 0; r < g.rank(); ++r) offset += sizes[r];

@@ -43,7 +43,7 @@ TEST(Ulysses, EqualsLocalAttentionOutputsAndGradients) {
     SCOPED_TRACE(::testing::Message() << "sp " << c.sp << " H " << c.H << " Hkv " << c.Hkv << " d " << c.d);
     auto ref = serial_attention(2, c.H, c.Hkv, 12, c.d, 3 + c.sp);
     run_ranks(meshtrain::testing::sizes(1, 1, 1, c.sp), [&](std::shared_ptr<dist::DeviceMesh> mesh) {
-      parallel::UlyssesAttention core(mesh->group("sp"));
+      parallel::UlyssesAttention core(mesh->group(MeshDim::Sp));
       check_core(core, ref, *mesh);
     });
   }
@@ -55,8 +55,8 @@ TEST(Ulysses, WithRingAttentionInsideCp2Sp2) {
   for (auto strategy : {parallel::CpCommStrategy::Ring, parallel::CpCommStrategy::AllGather}) {
     SCOPED_TRACE(parallel::cp_comm_strategy_name(strategy));
     run_ranks(meshtrain::testing::sizes(1, 1, 2, 2), [&](std::shared_ptr<dist::DeviceMesh> mesh) {
-      parallel::UlyssesAttention core(mesh->group("sp"),
-                                      std::make_shared<parallel::RingAttention>(mesh->group("cp"), strategy));
+      parallel::UlyssesAttention core(mesh->group(MeshDim::Sp),
+                                      std::make_shared<parallel::RingAttention>(mesh->group(MeshDim::Cp), strategy));
       check_core(core, ref, *mesh);
     });
   }
@@ -78,20 +78,20 @@ TEST(Ulysses, LlamaUnderSpAndCpTimesSpEqualsSerial) {
     run_ranks(sizes, [&](std::shared_ptr<dist::DeviceMesh> mesh) {
       auto model = std::make_shared<models::LlamaForCausalLM>(config);
       model->init_weights(11);
-      parallel::apply_ulysses(*model, *mesh);
+      parallel::apply_sequence_sharded_attention(*model, mesh->group(MeshDim::Cp), mesh->group(MeshDim::Sp));
       auto out = model->forward(parallel::shard_sequence(ids, *mesh), parallel::sequence_position_ids(B, T, *mesh));
       expect_close(out, parallel::shard_sequence(logits, *mesh), "logits");
       auto local_sum = nn::cross_entropy_sum(out.detach(), parallel::shard_sequence(targets, *mesh));
-      dist::all_reduce_(mesh->group("cp"), local_sum);
-      dist::all_reduce_(mesh->group("sp"), local_sum);
+      dist::all_reduce_(mesh->group(MeshDim::Cp), local_sum);
+      dist::all_reduce_(mesh->group(MeshDim::Sp), local_sum);
       EXPECT_NEAR(local_sum.item<double>(), loss_sum, 1e-4 * std::abs(loss_sum));
       (out * parallel::shard_sequence(w, *mesh)).sum().backward();
       auto want = serial->named_params();
       auto got = model->named_params();
       for (size_t i = 0; i < got.size(); ++i) {
         auto grad = got[i].second.grad().clone();
-        dist::all_reduce_(mesh->group("cp"), grad);  // each rank holds its tokens' share
-        dist::all_reduce_(mesh->group("sp"), grad);
+        dist::all_reduce_(mesh->group(MeshDim::Cp), grad);  // each rank holds its tokens' share
+        dist::all_reduce_(mesh->group(MeshDim::Sp), grad);
         expect_close(grad, want[i].second.grad(), got[i].first);
       }
     });
@@ -107,11 +107,12 @@ TEST(Ulysses, RejectsBadHeadCountsAndLengths) {
   expect_error([] { parallel::shard_contiguous(at::zeros({2, 10}), 4, 0, 1); },
                "batch's seqlen=10 isn't divisible by sp-size=4");
   run_ranks(meshtrain::testing::sizes(1, 1, 1, 2), [&](std::shared_ptr<dist::DeviceMesh> mesh) {
-    parallel::UlyssesAttention core(mesh->group("sp"));
+    parallel::UlyssesAttention core(mesh->group(MeshDim::Sp));
     auto q = at::randn({1, 3, 4, 8}), k = at::randn({1, 3, 4, 8});
     expect_error([&] { core.forward(q, k, k, 0.5); }, "Attention head count 3 is not divisible by SP size 2");
     models::LlamaForCausalLM model(config_with(3, 3, 8));
-    expect_error([&] { parallel::apply_ulysses(model, *mesh); }, "Attention head count 3 is not divisible by SP size 2");
+    expect_error([&] { parallel::apply_sequence_sharded_attention(model, mesh->group(MeshDim::Cp), mesh->group(MeshDim::Sp)); },
+                 "Attention head count 3 is not divisible by SP size 2");
   });
   run_ranks(meshtrain::testing::sizes(1, 1, 2, 2), [&](std::shared_ptr<dist::DeviceMesh> mesh) {
     expect_error([&] { parallel::shard_sequence(at::zeros({1, 10}), *mesh); },

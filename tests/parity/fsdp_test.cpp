@@ -33,7 +33,7 @@ TEST(Fsdp, ShardsAreChunksAndGradientsEqualSerial) {
   serial->init_weights(11);
   auto solo = std::make_shared<parallel::ParallelModel>(serial, std::make_shared<dist::DeviceMesh>(dist::MeshSizes{}, 0),
                                                         parallel::ParallelOptions{});
-  train::accumulate_gradients(*solo, {{ids, targets}}, count);
+  parallel::step_loss(*solo, {{ids, targets}}, parallel::Pass::ForwardBackward);
   std::map<std::string, at::Tensor> want;
   for (auto& [name, p] : serial->named_params()) want[name] = p.grad();
 
@@ -47,10 +47,10 @@ TEST(Fsdp, ShardsAreChunksAndGradientsEqualSerial) {
       std::vector<int64_t> rows;
       for (int64_t i = r; i < 4; i += n) rows.push_back(i);
       auto index = at::tensor(rows, at::kLong);
-      std::vector<train::MicroBatch> mine;
+      std::vector<parallel::MicroBatch> mine;
       if (!rows.empty()) mine.push_back({ids.index_select(0, index), targets.index_select(0, index)});
       else mine.push_back({ids.narrow(0, 0, 1), at::full({1, 12}, nn::kIgnoreIndex, at::kLong)});
-      train::accumulate_gradients(*pm, mine, count);
+      EXPECT_EQ(parallel::step_loss(*pm, mine, parallel::Pass::ForwardBackward).targets, count);
       for (auto& [name, p] : model->named_params()) {
         const auto& place = model->placement(name);
         auto sizes = dist::chunk_sizes(place.global_shape[0], n);
@@ -88,4 +88,48 @@ TEST(Fsdp, ReshardAfterForwardFreesLayerWeightsAndTheKeepingModeHoldsThem) {
       EXPECT_TRUE(at::isfinite(model->named_params().front().second.grad()).all().item<bool>());
     });
   }
+}
+
+TEST(Fsdp, GathersAroundARunnerInstalledBeforeIt) {
+  // A runner installed before FSDP (as activation checkpointing will be) runs inside FSDP's
+  // gather: it sees every layer's full weights, and the gradients still equal the serial ones.
+  struct WeightsSeen : nn::LayerRunner {
+    explicit WeightsSeen(models::LlamaForCausalLM& m) : model(m) {}
+    at::Tensor run(int64_t index, const nn::LayerForward& inner, const at::Tensor& hidden) override {
+      rows.push_back(model.model->layers[index]->self_attn->q_proj->weight.size(0));
+      return inner(hidden);
+    }
+    models::LlamaForCausalLM& model;
+    std::vector<int64_t> rows;
+  };
+  auto config = golden_config();
+  at::manual_seed(3);
+  auto ids = at::randint(0, config.vocab_size, {2, 12});
+  auto targets = nn::shift_labels(ids);
+  auto serial = std::make_shared<models::LlamaForCausalLM>(config);
+  serial->init_weights(11);
+  auto serial_loss = nn::cross_entropy_sum(serial->forward(ids), targets);
+  serial_loss.backward();
+  run_ranks(sizes(1, 2), [&](std::shared_ptr<dist::DeviceMesh> mesh) {
+    auto model = std::make_shared<models::LlamaForCausalLM>(config);
+    model->init_weights(11);
+    auto seen = std::make_shared<WeightsSeen>(*model);
+    model->model->runners.wrap(seen);
+    parallel::ParallelModel pm(model, mesh, parallel::ParallelOptions{});
+    EXPECT_EQ(model->model->runners.size(), 2u);
+    // Rank r holds its half of the batch.
+    auto loss = pm.loss_sum(ids.narrow(0, mesh->rank(), 1), targets.narrow(0, mesh->rank(), 1));
+    pm.prepare_backward(true);
+    loss.backward();
+    pm.finish_backward();
+    const int64_t full_rows = config.num_attention_heads * config.head_dim;
+    EXPECT_EQ(seen->rows, std::vector<int64_t>(config.num_hidden_layers, full_rows));
+    auto want = serial->named_params();
+    auto got = model->named_params();
+    for (size_t i = 0; i < got.size(); ++i) {
+      const auto& place = model->placement(got[i].first);
+      auto expected = want[i].second.grad().narrow(0, place.offset[0], got[i].second.size(0));
+      EXPECT_TRUE(at::allclose(got[i].second.grad(), expected, 1e-4, 1e-6)) << got[i].first;
+    }
+  });
 }

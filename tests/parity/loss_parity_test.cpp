@@ -11,6 +11,7 @@
 
 #include "data/token_dataset.h"
 #include "io/safetensors.h"
+#include "parallel/ddp.h"
 #include "support/run_ranks.h"
 #include "train/checkpoint.h"
 #include "train/trainer.h"

@@ -22,14 +22,14 @@ TEST(MoeParity, DdpAndFsdpGradientsEqualSerialWithTheAuxLoss) {
   // Rank 0 takes rows 0-2, rank 1 row 3.
   auto micro = [&](int r) {
     auto rows = r == 0 ? at::arange(0, 3, at::kLong) : at::arange(3, 4, at::kLong);
-    return train::MicroBatch{ids.index_select(0, rows), targets.index_select(0, rows)};
+    return parallel::MicroBatch{ids.index_select(0, rows), targets.index_select(0, rows)};
   };
 
   auto serial = std::make_shared<models::LlamaForCausalLM>(config);
   serial->init_weights(5);
   auto solo = std::make_shared<parallel::ParallelModel>(serial, std::make_shared<dist::DeviceMesh>(dist::MeshSizes{}, 0),
                                                         parallel::ParallelOptions{});
-  train::accumulate_gradients(*solo, {{ids, targets}}, count);
+  parallel::step_loss(*solo, {{ids, targets}}, parallel::Pass::ForwardBackward);
   std::map<std::string, at::Tensor> want;
   for (auto& [name, p] : serial->named_params()) want[name] = p.grad();
 
@@ -38,7 +38,8 @@ TEST(MoeParity, DdpAndFsdpGradientsEqualSerialWithTheAuxLoss) {
       auto model = std::make_shared<models::LlamaForCausalLM>(config);
       model->init_weights(5);
       auto pm = std::make_shared<parallel::ParallelModel>(model, mesh, parallel::ParallelOptions{});
-      train::accumulate_gradients(*pm, std::vector<train::MicroBatch>{micro(mesh->rank())}, count);
+      const auto step = parallel::step_loss(*pm, {micro(mesh->rank())}, parallel::Pass::ForwardBackward);
+      EXPECT_EQ(step.targets, count);
       for (auto& [name, p] : model->named_params()) {
         const auto& place = model->placement(name);
         auto expected = want.at(name).narrow(0, place.offset[0], p.size(0));

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <sstream>
 
 #include "support/run_command.h"
@@ -86,13 +87,28 @@ TEST(DistributedCli, LaunchedDdpAndFsdpReproduceTheSingleRankLossesAndEvalAgrees
   for (auto& d : {single, ddp, fsdp}) fs::remove_all(d);
 }
 
-TEST(DistributedCli, PlanPrintsCoordinatesAndGroups) {
+TEST(DistributedCli, PlanPrintsCoordinatesGroupsAndTheGradientSyncPlan) {
   auto r = run_command(kBin + " plan --world 8 --dp_shard_size -1 --tp_size 2 --dp_replicate_size 2");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("mesh dp_replicate=2 dp_shard=2 cp=1 sp=1 tp=2"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("rank 5: dp_replicate=1 dp_shard=0 cp=0 sp=0 tp=1 | dp_replicate[1,5] dp_shard[5,7]"),
             std::string::npos)
       << r.out;
+  // With a config: rank 0's gradient-sync plan, read off the placement records.
+  auto ddp = run_command(kBin + " plan --world 2 --dp_replicate_size 2 --config_name " + kSource + "/configs/llama-tiny");
+  ASSERT_EQ(ddp.exit_code, 0) << ddp.err;
+  // 256 x 64 fp32 gradients, ring all-reduce over 2 ranks: 2 (n-1)/n of 65536 bytes.
+  EXPECT_TRUE(std::regex_search(ddp.out, std::regex("lm_head.weight +dp_cp_sp +ddp bucket all-reduce +65536\n")))
+      << ddp.out;
+  auto moe = run_command(kBin + " plan --world 8 --dp_shard_size 4 --tp_size 2 --sequence_parallel --ep_size 2 "
+                         "--config_name " + kSource + "/configs/mixtral-tiny");
+  ASSERT_EQ(moe.exit_code, 0) << moe.err;
+  for (auto line : {"model.layers.0.self_attn.q_proj.weight +dp_shard_cp +fsdp reduce-scatter",
+                    "model.layers.0.mlp.experts.gate_up_proj +ep_replicate +all-reduce after backward",
+                    "model.norm.weight +tp +all-reduce after backward",
+                    "model.norm.weight +dp_shard_cp +fsdp reduce-scatter"})
+    EXPECT_TRUE(std::regex_search(moe.out, std::regex(line))) << line << " not in\n" << moe.out;
+  EXPECT_EQ(moe.out.find("experts.gate_up_proj           dp_shard_cp"), std::string::npos) << moe.out;
   auto bad = run_command(kBin + " plan --world 6 --tp_size 4");
   EXPECT_EQ(bad.exit_code, 2);
   EXPECT_NE(bad.err.find("= 4 does not match the world size 6"), std::string::npos) << bad.err;

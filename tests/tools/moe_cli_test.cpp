@@ -1,11 +1,16 @@
 // MoE models through the CLI: configs/mixtral-tiny trains, logs its routing, saves a checkpoint
-// transformers loads with the same eval loss; info counts MoE parameters as transformers does.
+// transformers loads with the same eval loss; a fused-expert checkpoint exports fused from one
+// rank and from FSDP; info counts MoE parameters as transformers does.
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 
+#include "io/hf_checkpoint.h"
+#include "models/hf_weights.h"
 #include "support/run_command.h"
 
+using namespace meshtrain;
 using namespace meshtrain::testing;
 namespace fs = std::filesystem;
 
@@ -50,4 +55,45 @@ TEST(MoeCli, InfoCountsMoeParametersAsTransformersDoes) {
     ASSERT_EQ(hf.exit_code, 0) << hf.err;
     EXPECT_EQ(printed_value(r.out, "parameters"), printed_value(hf.out, "parameters")) << name;
   }
+}
+
+TEST(MoeCli, AFusedExpertCheckpointTrainsOnOneRankAndUnderFsdpAndExportsFused) {
+  // tests/golden/mixtral saved with fused experts (mlp.experts.gate_up_proj), as some tools write it.
+  auto dir = fs::temp_directory_path() / ("mt_moe_fused_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  auto config = models::LlamaConfig::load(kSource + "/tests/golden/mixtral");
+  config.moe->checkpoint_layout = models::ExpertLayout::Fused;
+  auto model = std::make_shared<models::LlamaForCausalLM>(config);
+  models::load_hf_weights(*model, io::CheckpointReader(kSource + "/tests/golden/mixtral"));
+  models::save_hf_checkpoint(*model, dir / "fused");
+  ASSERT_TRUE(io::CheckpointReader(dir / "fused").contains("model.layers.0.mlp.experts.gate_up_proj"));
+
+  const std::string args = " train --model_name_or_path " + (dir / "fused").string() + " --data " + kSource +
+                           "/data/corpus.txt --seq_len 32 --per_device_train_batch_size 2 --max_steps 2 "
+                           "--logging_steps 1 --save_steps 0 --output_dir ";
+  auto one = run_command(kBin + args + (dir / "one").string());
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  auto fsdp = run_command(kBin + " launch -n 2 --" + args + (dir / "fsdp").string() + " --dp_shard_size 2 "
+                          "--per_device_train_batch_size 1");
+  ASSERT_EQ(fsdp.exit_code, 0) << fsdp.err;
+  auto a = metrics_of(dir / "one"), b = metrics_of(dir / "fsdp");
+  ASSERT_EQ(a.size(), 2u);
+  ASSERT_EQ(b.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) EXPECT_NEAR(b[i]["loss"].get<double>(), a[i]["loss"].get<double>(), 1e-5);
+
+  std::ofstream(dir / "eval.txt") << slurp(kSource + "/data/corpus.txt").substr(0, 32 * 8);
+  for (auto run : {"one", "fsdp"}) {
+    io::CheckpointReader saved(dir / run);
+    EXPECT_TRUE(saved.contains("model.layers.1.mlp.experts.down_proj")) << run;
+    for (auto& name : saved.names()) EXPECT_EQ(name.find(".experts.0."), std::string::npos) << run << ": " << name;
+    // transformers reads the export and gets our eval loss.
+    auto ours = run_command(kBin + " eval --model_name_or_path " + (dir / run).string() + " --data " +
+                            (dir / "eval.txt").string() + " --seq_len 32");
+    ASSERT_EQ(ours.exit_code, 0) << ours.err;
+    auto hf = run_command(hf_check_command("eval " + (dir / run).string() + " " + (dir / "eval.txt").string() + " 32"));
+    ASSERT_EQ(hf.exit_code, 0) << hf.err;
+    const double loss = printed_value(ours.out, "eval_loss");
+    EXPECT_NEAR(printed_value(hf.out, "hf_eval_loss"), loss, 1e-5 * loss) << run;
+  }
+  fs::remove_all(dir);
 }

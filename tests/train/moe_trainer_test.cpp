@@ -1,4 +1,4 @@
-// Training an MoE model: one micro-batch through accumulate_gradients gives HF's loss
+// Training an MoE model: one micro-batch through step_loss gives HF's loss
 // (ce_mean + router_aux_loss_coef * aux) and its gradients; the trainer logs the routing and
 // exports the checkpoint in the layout transformers 5 saves.
 #include <gtest/gtest.h>
@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "data/token_dataset.h"
+#include "dist/device_mesh.h"
 #include "io/safetensors.h"
 #include "models/hf_weights.h"
 #include "nn/causal_lm_loss.h"
@@ -33,11 +34,13 @@ TEST(MoeTraining, OneMicroBatchGivesTransformersLossWithAuxAndItsGradients) {
   auto model = on_one_rank(models::load_pretrained(dir));
   io::SafetensorsFile golden(dir / "golden.safetensors");
   auto targets = nn::shift_labels(golden.read("labels"));
-  const int64_t count = nn::count_targets(targets);
-  train::MoeStepStats stats;
-  const double ce_sum = train::accumulate_gradients(*model, {{golden.read("input_ids"), targets}}, count, &stats);
+  const auto step =
+      parallel::step_loss(*model, {{golden.read("input_ids"), targets}}, parallel::Pass::ForwardBackward);
+  EXPECT_EQ(step.targets, nn::count_targets(targets));
+  ASSERT_TRUE(step.moe);
+  const auto& stats = *step.moe;
   const double coef = model->model().config().moe->router_aux_loss_coef;
-  EXPECT_NEAR(ce_sum / count + coef * stats.aux_loss_sum, golden.read("loss").item<double>(), 1e-5);
+  EXPECT_NEAR(step.mean() + coef * stats.aux_loss(), golden.read("loss").item<double>(), 1e-5);
   EXPECT_NEAR(stats.aux_loss_sum, golden.read("aux_loss").item<double>(), 1e-5);
   EXPECT_EQ(stats.micro_batches, 1);
   ASSERT_EQ(stats.tokens_per_expert.sizes(), (at::IntArrayRef{2, 4}));

@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "data/token_dataset.h"
+#include "dist/device_mesh.h"
 #include "io/safetensors.h"
 #include "models/llama.h"
 #include "nn/causal_lm_loss.h"
@@ -83,19 +84,24 @@ TEST(Accumulation, GradientIsTheTokenWeightedMeanOverTheWholeStep) {
   auto targets = nn::shift_labels(ids);
   targets[0].slice(0, 0, 12).fill_(nn::kIgnoreIndex);  // row 0 keeps 3 targets, row 1 keeps 15
 
+  using parallel::Pass;
   auto whole = fresh_model();
-  double loss_whole = train::accumulate_gradients(*whole, {{ids, targets}}, 18) / 18;
+  auto step = parallel::step_loss(*whole, {{ids, targets}}, Pass::ForwardBackward);
+  EXPECT_EQ(step.targets, 18);
+  const double loss_whole = step.mean();
   auto split = fresh_model();
-  double loss_split = train::accumulate_gradients(
-      *split, {{ids.slice(0, 0, 1), targets.slice(0, 0, 1)}, {ids.slice(0, 1, 2), targets.slice(0, 1, 2)}}, 18) / 18;
+  const double loss_split =
+      parallel::step_loss(*split, {{ids.slice(0, 0, 1), targets.slice(0, 0, 1)}, {ids.slice(0, 1, 2), targets.slice(0, 1, 2)}},
+                          Pass::ForwardBackward)
+          .mean();
   EXPECT_NEAR(loss_split, loss_whole, 1e-6);
   auto gw = grads_of(*whole), gs = grads_of(*split);
   for (auto& [name, g] : gw) EXPECT_TRUE(at::allclose(gs[name], g, 1e-5, 1e-7)) << name;
 
   // A mean of per-micro-batch means would weigh row 0's 3 targets like row 1's 15.
   auto m0 = fresh_model();
-  double mean0 = train::accumulate_gradients(*m0, {{ids.slice(0, 0, 1), targets.slice(0, 0, 1)}}, 3) / 3;
-  double mean1 = train::accumulate_gradients(*m0, {{ids.slice(0, 1, 2), targets.slice(0, 1, 2)}}, 15) / 15;
+  const double mean0 = parallel::step_loss(*m0, {{ids.slice(0, 0, 1), targets.slice(0, 0, 1)}}, Pass::Forward).mean();
+  const double mean1 = parallel::step_loss(*m0, {{ids.slice(0, 1, 2), targets.slice(0, 1, 2)}}, Pass::Forward).mean();
   EXPECT_GT(std::abs((mean0 + mean1) / 2 - loss_whole), 1e-4);
   EXPECT_NEAR((3 * mean0 + 15 * mean1) / 18, loss_whole, 1e-6);
 }

@@ -1,0 +1,23 @@
+#include "parallel/parallel_options.h"
+
+#include "util/check.h"
+
+namespace meshtrain::parallel {
+
+CpCommStrategy parse_cp_comm_strategy(const std::string& name) {
+  if (name == "alltoall") return CpCommStrategy::Ring;
+  if (name == "allgather") return CpCommStrategy::AllGather;
+  throw UsageError(str_cat("Context Parallel does not support using ", name, " for kv shards rotation"));
+}
+
+const char* cp_comm_strategy_name(CpCommStrategy strategy) {
+  return strategy == CpCommStrategy::Ring ? "alltoall" : "allgather";
+}
+
+EpMode parse_ep_mode(const std::string& name) {
+  if (name == "alltoall") return EpMode::AllToAll;
+  if (name == "allreduce") return EpMode::AllReduce;
+  throw UsageError("--ep_mode must be alltoall or allreduce, got '" + name + "'");
+}
+
+}  // namespace meshtrain::parallel

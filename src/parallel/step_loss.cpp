@@ -1,0 +1,107 @@
+#include "parallel/step_loss.h"
+
+#include "dist/collectives.h"
+#include "dist/device_mesh.h"
+#include "nn/causal_lm_loss.h"
+#include "parallel/parallelize.h"
+
+namespace meshtrain::parallel {
+
+namespace {
+
+// One micro-batch's MoE record: the global micro-batch's load balance and this rank's routing.
+struct MicroBatchRouting {
+  at::Tensor aux_term;  // this rank's share of the global load-balancing loss, in the graph
+  MoeStepStats stats;
+};
+
+MicroBatchRouting route(ParallelModel& model, const models::Routing& routing) {
+  auto load = model.model().router_load(routing);
+  // Global-batch load balancing: assignments, probabilities and rows of this micro-batch summed
+  // over every rank holding different tokens; this rank's term uses its own probabilities, so
+  // the terms of all ranks add up to the global micro-batch's loss.
+  const int64_t E = load.assignments.size(0);
+  auto totals = at::cat({load.assignments, load.prob_sum.detach(), at::full({1}, static_cast<double>(load.rows))})
+                    .to(at::kDouble);
+  dist::all_reduce_(model.mesh().group(MeshDim::DpCpSp), totals);
+  const double rows = totals[2 * E].item<double>();
+  auto assignments = totals.slice(0, 0, E).to(at::kFloat);
+  MicroBatchRouting out;
+  out.aux_term = nn::balance_loss(assignments, load.prob_sum, rows);
+  const double aux = nn::balance_loss(assignments, totals.slice(0, E, 2 * E).to(at::kFloat), rows).item<double>();
+  std::vector<at::Tensor> counts;
+  out.stats = {aux, 1, {}, 0};
+  for (auto& record : routing) {
+    counts.push_back(record.tokens_per_expert);
+    out.stats.dropped += record.dropped;
+  }
+  out.stats.tokens_per_expert = at::stack(counts);
+  return out;
+}
+
+// [loss sum, aux sum, micro-batches, dropped, tokens per expert...] summed over the ranks
+// holding different tokens (each holds every global micro-batch's aux: sum / micro-batches is the mean).
+void reduce_over_token_ranks(ParallelModel& model, StepLoss& step) {
+  std::vector<at::Tensor> parts = {at::tensor({step.loss_sum}, at::kDouble)};
+  if (step.moe)
+    parts.insert(parts.end(), {at::tensor({step.moe->aux_loss_sum, static_cast<double>(step.moe->micro_batches),
+                                           static_cast<double>(step.moe->dropped)},
+                                          at::kDouble),
+                               step.moe->tokens_per_expert.reshape({-1}).to(at::kDouble)});
+  auto packed = at::cat(parts);
+  dist::all_reduce_(model.mesh().group(MeshDim::DpCpSp), packed);
+  step.loss_sum = packed[0].item<double>();
+  if (!step.moe) return;
+  step.moe->aux_loss_sum = packed[1].item<double>();
+  step.moe->micro_batches = packed[2].item<int64_t>();
+  step.moe->dropped = packed[3].item<int64_t>();
+  step.moe->tokens_per_expert =
+      packed.slice(0, 4).round().to(at::kLong).view(step.moe->tokens_per_expert.sizes());
+}
+
+}  // namespace
+
+void MoeStepStats::add(const MoeStepStats& o) {
+  aux_loss_sum += o.aux_loss_sum;
+  micro_batches += o.micro_batches;
+  dropped += o.dropped;
+  if (o.tokens_per_expert.defined())
+    tokens_per_expert = tokens_per_expert.defined() ? tokens_per_expert + o.tokens_per_expert : o.tokens_per_expert.clone();
+}
+
+StepLoss step_loss(ParallelModel& model, const std::vector<MicroBatch>& micro_batches, Pass pass) {
+  const auto& mesh = model.mesh();
+  // Every cp / sp rank of a row counts its targets whole: the count is summed over dp only.
+  int64_t local_targets = 0;
+  for (auto& mb : micro_batches) local_targets += nn::count_targets(mb.targets);
+  auto targets = at::tensor(local_targets, at::kLong);
+  dist::all_reduce_(mesh.group(MeshDim::Dp), targets);
+  StepLoss step;
+  step.targets = targets.item<int64_t>();
+  const double denominator = static_cast<double>(std::max<int64_t>(step.targets, 1));
+  const auto& moe = model.model().config().moe;
+  const double aux_scale = moe && moe->output_router_logits
+                               ? moe->router_aux_loss_coef / static_cast<double>(micro_batches.size())
+                               : 0.0;
+  const bool backward = pass == Pass::ForwardBackward;
+  for (size_t m = 0; m < micro_batches.size(); ++m) {
+    models::Routing routing;
+    auto sum = model.loss_sum(micro_batches[m].input_ids, micro_batches[m].targets, &routing);
+    step.loss_sum += sum.item<double>();
+    at::Tensor loss = sum / denominator;
+    if (!routing.empty()) {
+      auto routed = route(model, routing);
+      if (aux_scale != 0.0) loss = loss + routed.aux_term * aux_scale;
+      if (!step.moe) step.moe = MoeStepStats{};
+      step.moe->add(routed.stats);
+    }
+    if (!backward) continue;
+    model.prepare_backward(m + 1 == micro_batches.size());
+    loss.backward();
+  }
+  if (backward) model.finish_backward();
+  reduce_over_token_ranks(model, step);
+  return step;
+}
+
+}  // namespace meshtrain::parallel
