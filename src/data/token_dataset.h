@@ -1,12 +1,6 @@
-// Token datasets: one 1-D sequence of token ids read from a file, chosen by extension:
-//   .npy   1-D integer array (little-endian i1/u1/i2/u2/i4/u4/i8/u8, C order), memory-mapped
-//   .bin   llm.c token shard: 256 int32 header (magic 20240520, version 1, token count), uint16
-//          tokens (version 2: uint32), memory-mapped
-//   .txt   raw bytes through the byte tokenizer (vocab 256), memory-mapped (token = byte value)
-//   .jsonl one JSON object per line; its "text" field through the byte tokenizer, documents
-//          joined end to end with no separator (the byte vocabulary has no EOS id; put "\n" in
-//          the text to separate documents)
-// Malformed or empty files are rejected with the path and the offending value.
+// Token datasets: one 1-D sequence of token ids from a .npy, llm.c .bin, .txt or .jsonl file
+// (the last two through the byte tokenizer), memory-mapped where the format allows; malformed
+// files are rejected with the path and the value (docs/files.md).
 #pragma once
 #include <ATen/ATen.h>
 

@@ -1,8 +1,6 @@
-// Training windows: the dataset is cut into consecutive, non-overlapping windows of seq_len
-// tokens; an endless stream visits them epoch by epoch, each epoch in a fresh order that
-// depends only on (seed, epoch). The k-th window of the stream is a pure function of k, so a
-// run resumes from a saved position k exactly. One sampler caches one epoch's order, so it is
-// not safe to share across threads; the dataset must outlive it.
+// Training windows: consecutive seq_len windows visited epoch by epoch in an order that depends
+// only on (seed, epoch), so the k-th window of the stream is a pure function of k and a run
+// resumes exactly (docs/files.md). Not thread-safe; the dataset must outlive it.
 #pragma once
 #include <ATen/ATen.h>
 

@@ -1,8 +1,6 @@
-// Moving a model's weights to and from a Hugging Face checkpoint directory (config.json +
-// safetensors). Each rank reads only its block of each tensor, as its placement record says;
-// a save writes the HF layout, without lm_head.weight when embeddings are tied. MoE experts load
-// from either layout (per-expert Linears or fused 3-D tensors) into the fused parameters and
-// save back in the layout they came from (a fresh model: per-expert, as transformers 5 saves).
+// A model's weights to and from a Hugging Face checkpoint directory: each rank reads only its
+// blocks; MoE experts load from per-expert or fused tensors and save back in the layout they came
+// from (docs/files.md).
 #pragma once
 #include <filesystem>
 #include <functional>

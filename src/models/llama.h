@@ -1,8 +1,6 @@
-// LlamaForCausalLM with Hugging Face's math and parameter names (model.embed_tokens.weight,
-// model.layers.N.self_attn.q_proj.weight, ..., lm_head.weight); the same class runs Mixtral and
-// Qwen3-MoE (sparse MoE blocks named model.layers.N.mlp.gate / mlp.experts.*, as transformers 5
-// holds them in memory). Written serially; parallelism enters only through the nn/ seams and the
-// per-parameter placement records.
+// LlamaForCausalLM with Hugging Face's math and parameter names, also running Mixtral and
+// Qwen3-MoE (model.layers.N.mlp.gate / mlp.experts.*, as transformers 5 holds them). Written
+// serially; parallelism enters only through the nn/ seams and the placement records.
 #pragma once
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>

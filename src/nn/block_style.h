@@ -1,8 +1,6 @@
 // The BlockStyle seam: how an attention, MLP or MoE block receives the residual stream and hands
-// its output back. With Megatron sequence parallelism the stream stays sharded on the sequence
-// between blocks: each block all-gathers it on entry; attention and MLP leave through their
-// rowwise projection's reduce-scatter, a MoE block by keeping its own shard of the output.
-// Serially both pass through.
+// its output back (under Megatron sequence parallelism: all-gather on entry, reduce-scatter or
+// the own shard on exit). Serially both pass through.
 #pragma once
 #include <ATen/ATen.h>
 

@@ -1,10 +1,6 @@
-// Training checkpoints that move between layouts. output_dir/checkpoint-N holds, per rank,
-// shards-rankR.safetensors (the blocks of model weights and AdamW state that this rank alone
-// owns) and manifest-rankR.json (each block's global shape and offset), plus config.json,
-// rng-rankR.safetensors and trainer_state.json (step, data position, arguments, mesh). Any
-// layout (one rank, DDP, FSDP, HSDP) resumes from any other: each rank reads just the parts of
-// the saved blocks that overlap its own. A checkpoint is assembled under a temporary name and
-// renamed into place, so a crash leaves the last good one intact.
+// Training checkpoints that move between layouts: checkpoint-N holds each rank's blocks and their
+// manifest, the RNG and the trainer state; any layout resumes from any other, and a crash never
+// leaves a half-written one (docs/files.md).
 #pragma once
 #include <nlohmann/json.hpp>
 

@@ -9,6 +9,9 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <cstdio>
+
 #include "data/token_dataset.h"
 #include "io/safetensors.h"
 #include "parallel/ddp.h"
@@ -27,6 +30,7 @@ constexpr int64_t kGlobalBatch = 8;
 constexpr int kSteps = 20;
 
 struct Run {
+  std::string name;
   std::vector<double> losses, grad_norms;
   double grad_norm_tol = 1e-5;
   fs::path dir;
@@ -43,6 +47,7 @@ Run train_layout(const std::string& name, const dist::MeshSizes& mesh_sizes, int
   static auto data = data::open_token_dataset(fs::path(MESHTRAIN_SOURCE_DIR) / "data/corpus.txt");
   data->max_token();  // cached before the ranks share the dataset
   Run run;
+  run.name = name;
   if (config.moe) run.grad_norm_tol = 2e-4;
   run.dir = fs::temp_directory_path() / ("mt_parity_" + std::to_string(::getpid()) + "_" + name);
   fs::remove_all(run.dir);
@@ -87,12 +92,19 @@ const Run& single() {
 void expect_parity(const Run& run, bool keep_dir = false, double param_tol = 1e-5, const Run& ref = single()) {
   ASSERT_LE(run.losses.size(), ref.losses.size());
   const size_t skipped = ref.losses.size() - run.losses.size();  // a resumed run starts later
+  double worst_loss = 0.0, worst_norm = 0.0;
   for (size_t s = 0; s < run.losses.size(); ++s) {
     EXPECT_NEAR(run.losses[s], ref.losses[s + skipped], 1e-5 * std::abs(ref.losses[s + skipped]))
         << "step " << s + skipped + 1;
     EXPECT_NEAR(run.grad_norms[s], ref.grad_norms[s + skipped], run.grad_norm_tol * ref.grad_norms[s + skipped])
         << "grad_norm of step " << s + skipped + 1;
+    worst_loss = std::max(worst_loss, std::abs(run.losses[s] / ref.losses[s + skipped] - 1));
+    worst_norm = std::max(worst_norm, std::abs(run.grad_norms[s] / ref.grad_norms[s + skipped] - 1));
   }
+  // The largest relative differences, in the test's XML / JSON output (--gtest_output).
+  char worst[64];
+  std::snprintf(worst, sizeof worst, "loss %.1e grad_norm %.1e", worst_loss, worst_norm);
+  ::testing::Test::RecordProperty(run.name, worst);
   EXPECT_LT(ref.losses.back(), ref.losses.front() - 0.5);  // it trained
   io::SafetensorsFile a(ref.dir / "model.safetensors"), b(run.dir / "model.safetensors");
   ASSERT_EQ(a.names(), b.names());
