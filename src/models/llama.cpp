@@ -31,13 +31,12 @@ LlamaDecoderLayer::LlamaDecoderLayer(const LlamaConfig& c, int64_t layer_index) 
       "post_attention_layernorm", std::make_shared<nn::RMSNorm>(c.hidden_size, c.rms_norm_eps));
 }
 
-at::Tensor LlamaDecoderLayer::forward(const at::Tensor& hidden, const nn::RopeTables& rope, Routing* routing) {
+nn::LayerOutput LlamaDecoderLayer::forward(const at::Tensor& hidden, const nn::RopeTables& rope) {
   auto h = hidden + self_attn->forward(input_layernorm->forward(hidden), rope);
   auto normed = post_attention_layernorm->forward(h);
-  if (!moe) return h + mlp->forward(normed);
+  if (!moe) return {h + mlp->forward(normed), std::nullopt};
   auto out = moe->forward(normed);
-  if (routing) routing->push_back(std::move(out.router));
-  return h + out.hidden;
+  return {h + out.hidden, std::move(out.router)};
 }
 
 LlamaModel::LlamaModel(const LlamaConfig& c) : rotary_(c.head_dim, c.rope_theta, c.rope_scaling) {
@@ -55,9 +54,12 @@ at::Tensor LlamaModel::forward(const at::Tensor& input_ids, const at::Tensor& po
   auto hidden = embed_tokens->forward(input_ids);
   auto rope = rotary_.tables(position_ids, hidden.scalar_type());
   for (size_t i = 0; i < layers.size(); ++i) {
-    auto& layer = layers[i];
-    hidden = runners.run(
-        static_cast<int64_t>(i), [&](const at::Tensor& x) { return layer->forward(x, rope, routing); }, hidden);
+    // By value: a runner may run the layer again in backward (activation checkpointing).
+    auto out = runners.run(static_cast<int64_t>(i), [layer = layers[i], rope](const at::Tensor& x) {
+      return layer->forward(x, rope);
+    }, hidden);
+    hidden = out.hidden;
+    if (out.router && routing) routing->push_back(std::move(*out.router));
   }
   return norm->forward(hidden);
 }

@@ -27,8 +27,8 @@ using Routing = std::vector<nn::RouterRecord>;
 class LlamaDecoderLayer : public torch::nn::Module {
  public:
   LlamaDecoderLayer(const LlamaConfig& c, int64_t layer_index = 0);
-  // An MoE layer appends its router record to `routing` when given.
-  at::Tensor forward(const at::Tensor& hidden, const nn::RopeTables& rope, Routing* routing = nullptr);
+  // The hidden states, and a MoE layer's router record.
+  nn::LayerOutput forward(const at::Tensor& hidden, const nn::RopeTables& rope);
 
   std::shared_ptr<nn::RMSNorm> input_layernorm, post_attention_layernorm;
   std::shared_ptr<nn::Attention> self_attn;

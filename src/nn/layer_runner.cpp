@@ -8,12 +8,12 @@ void LayerRunnerChain::remove(const LayerRunner* runner) {
   std::erase_if(runners_, [&](const auto& r) { return r.get() == runner; });
 }
 
-at::Tensor LayerRunnerChain::run(int64_t index, const LayerForward& layer, const at::Tensor& hidden) const {
+LayerOutput LayerRunnerChain::run(int64_t index, const LayerForward& layer, const at::Tensor& hidden) const {
   return run_from(0, index, layer, hidden);
 }
 
-at::Tensor LayerRunnerChain::run_from(size_t position, int64_t index, const LayerForward& layer,
-                                      const at::Tensor& hidden) const {
+LayerOutput LayerRunnerChain::run_from(size_t position, int64_t index, const LayerForward& layer,
+                                       const at::Tensor& hidden) const {
   if (position == runners_.size()) return layer(hidden);
   // By value: a runner may call the rest of the chain again later (recomputation in backward).
   return runners_[position]->run(

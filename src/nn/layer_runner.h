@@ -7,17 +7,26 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <vector>
+
+#include "nn/router_record.h"
 
 namespace meshtrain::nn {
 
-using LayerForward = std::function<at::Tensor(const at::Tensor&)>;
+// What a decoder layer returns: its hidden states and, for a MoE layer, its routing.
+struct LayerOutput {
+  at::Tensor hidden;
+  std::optional<RouterRecord> router;
+};
+
+using LayerForward = std::function<LayerOutput(const at::Tensor&)>;
 
 class LayerRunner {
  public:
   virtual ~LayerRunner() = default;
   // Runs layer `index` on hidden; `inner` is the rest of the chain (the layer itself last).
-  virtual at::Tensor run(int64_t index, const LayerForward& inner, const at::Tensor& hidden) = 0;
+  virtual LayerOutput run(int64_t index, const LayerForward& inner, const at::Tensor& hidden) = 0;
 };
 
 class LayerRunnerChain {
@@ -26,10 +35,10 @@ class LayerRunnerChain {
   void wrap(std::shared_ptr<LayerRunner> runner) { runners_.insert(runners_.begin(), std::move(runner)); }
   void remove(const LayerRunner* runner);
   size_t size() const { return runners_.size(); }
-  at::Tensor run(int64_t index, const LayerForward& layer, const at::Tensor& hidden) const;
+  LayerOutput run(int64_t index, const LayerForward& layer, const at::Tensor& hidden) const;
 
  private:
-  at::Tensor run_from(size_t position, int64_t index, const LayerForward& layer, const at::Tensor& hidden) const;
+  LayerOutput run_from(size_t position, int64_t index, const LayerForward& layer, const at::Tensor& hidden) const;
   std::vector<std::shared_ptr<LayerRunner>> runners_;  // outermost first
 };
 

@@ -10,6 +10,7 @@
 
 #include "nn/block_style.h"
 #include "nn/linear.h"
+#include "nn/router_record.h"
 #include "nn/token_dispatcher.h"
 
 namespace meshtrain::nn {
@@ -43,13 +44,6 @@ class Experts : public torch::nn::Module {
   at::Tensor gate_up_proj;  // [E, 2I, D]
   at::Tensor down_proj;     // [E, D, I]
   GemmPath gemm_path = GemmPath::Auto;
-};
-
-// What a forward routed, for the auxiliary loss and the training metrics.
-struct RouterRecord {
-  at::Tensor router_logits;      // [N, E], in the graph (the aux loss backpropagates through it)
-  at::Tensor tokens_per_expert;  // [E] long: assignments per expert, before any capacity drop
-  int64_t dropped = 0;           // assignments dropped by the capacity limit
 };
 
 struct MoeOutput {

@@ -45,10 +45,10 @@ void set_storage_bytes(const at::Tensor& t, size_t bytes) {
 class FsdpLayerRunner : public nn::LayerRunner {
  public:
   explicit FsdpLayerRunner(Fsdp& fsdp) : fsdp_(fsdp) {}
-  at::Tensor run(int64_t index, const nn::LayerForward& inner, const at::Tensor& hidden) override {
+  nn::LayerOutput run(int64_t index, const nn::LayerForward& inner, const at::Tensor& hidden) override {
     fsdp_.gather_layer(index);
     auto out = inner(hidden);
-    fsdp_.after_layer_forward(index, out);
+    fsdp_.after_layer_forward(index, out.hidden);
     return out;
   }
 

@@ -20,4 +20,11 @@ EpMode parse_ep_mode(const std::string& name) {
   throw UsageError("--ep_mode must be alltoall or allreduce, got '" + name + "'");
 }
 
+AcMode parse_ac_mode(const std::string& name) {
+  if (name == "none") return AcMode::None;
+  if (name == "full") return AcMode::Full;
+  if (name == "selective") return AcMode::Selective;
+  throw UsageError("--ac_mode must be none, full or selective, got '" + name + "'");
+}
+
 }  // namespace meshtrain::parallel

@@ -23,6 +23,12 @@ enum class EpMode { AllToAll, AllReduce };
 // "alltoall" | "allreduce"; anything else is a UsageError listing them.
 EpMode parse_ep_mode(const std::string& name);
 
+// Activation checkpointing (torchtitan's modes): none, full (every decoder layer recomputed in
+// backward) or selective (every ac_every-th layer).
+enum class AcMode { None, Full, Selective };
+// "none" | "full" | "selective"; anything else is a UsageError listing them.
+AcMode parse_ac_mode(const std::string& name);
+
 struct ParallelOptions {
   double ddp_bucket_cap_mb = 25.0;
   bool reshard_after_forward = true;
@@ -32,6 +38,8 @@ struct ParallelOptions {
   CpCommStrategy cp_comm_strategy = CpCommStrategy::Ring;
   int64_t ep_size = 1;  // expert parallelism over MoE experts
   EpMode ep_mode = EpMode::AllToAll;
+  AcMode ac_mode = AcMode::None;
+  int64_t ac_every = 2;  // selective: checkpoint layers 0, k, 2k, ...
 };
 
 }  // namespace meshtrain::parallel

@@ -7,6 +7,7 @@
 #include "dist/device_mesh.h"
 #include "models/hf_weights.h"
 #include "nn/causal_lm_loss.h"
+#include "parallel/activation_checkpointing.h"
 #include "parallel/ddp.h"
 #include "parallel/expert_parallel.h"
 #include "parallel/fsdp.h"
@@ -45,10 +46,13 @@ Parallelized parallelize(models::LlamaForCausalLM& model, const dist::DeviceMesh
   if (o.ep_size > 1) apply_expert_parallel(model, mesh.group(Ep), o.ep_mode);
   // 3. Context and Ulysses parallelism only change how attention runs, on any shards.
   apply_sequence_sharded_attention(model, mesh.group(Cp), mesh.group(Sp), o.cp_comm_strategy);
-  // 4. FSDP last: it shards, over dp_shard × cp, what every token-holding rank still holds alike.
+  // 4. Activation checkpointing: a runner around each layer, inside FSDP's gather (installed next)
+  //    so that recomputation finds the layer's weights gathered again.
+  if (o.ac_mode != AcMode::None) apply_activation_checkpointing(model, o.ac_mode == AcMode::Full ? 1 : o.ac_every);
+  // 5. FSDP last: it shards, over dp_shard × cp, what every token-holding rank still holds alike.
   if (s.dp_shard > 1)
     p.fsdp = std::make_unique<Fsdp>(model, mesh.group(DpShardCp), mesh.group(DpReplicateSp), o.reshard_after_forward);
-  // 5. The records are final: the gradient-sync plan, and DDP's buckets for what it assigns them.
+  // 6. The records are final: the gradient-sync plan, and DDP's buckets for what it assigns them.
   p.sync = std::make_unique<GradSyncPlan>(model, mesh);
   std::map<std::string, at::Tensor> params;
   for (auto& [name, param] : model.named_params()) params[name] = param;

@@ -24,6 +24,10 @@ std::vector<FlagSpec> parallel_flag_specs() {
       {"sequence_parallel", "Megatron sequence parallelism on the tp dim: norms and the residual stream "
                             "sharded on the sequence (needs tp_size > 1)", true},
       {"loss_parallel", "vocab-parallel cross entropy: the logits stay sharded over tp (needs tp_size > 1)", true},
+      {"gradient_checkpointing", "recompute every decoder layer in backward (HF's name for --ac_mode full)", true},
+      {"ac_mode", "activation checkpointing: none | full (every layer) | selective (every --ac_every-th layer) "
+                  "(default none)"},
+      {"ac_every", "selective activation checkpointing: checkpoint layers 0, K, 2K, ... (default 2)"},
       {"ddp_bucket_cap_mb", "DDP gradient bucket size in MiB (default 25)"},
       {"reshard_after_forward", "FSDP: free gathered layer weights after forward: true|false (default true)"},
       {"timeout", "seconds before a missing rank or a stalled collective ends the run "
@@ -61,6 +65,16 @@ parallel::ParallelOptions parallel_options_from(const Flags& flags) {
   if (o.ep_size < 1) throw UsageError(str_cat("--ep_size must be at least 1, got ", o.ep_size));
   o.ep_mode = parallel::parse_ep_mode(flags.get("ep_mode", "alltoall"));
   if (flags.has("tp_plan")) o.tp_plan = parallel::TpPlan::from_json_file(resolve_path(flags.get("tp_plan", "")));
+  o.ac_mode = parallel::parse_ac_mode(flags.get("ac_mode", "none"));
+  if (boolean("gradient_checkpointing")) {
+    if (o.ac_mode == parallel::AcMode::Selective)
+      throw UsageError("--gradient_checkpointing is --ac_mode full; it contradicts --ac_mode selective");
+    o.ac_mode = parallel::AcMode::Full;
+  }
+  o.ac_every = flags.get_int("ac_every", o.ac_every);
+  if (o.ac_every < 1) throw UsageError(str_cat("--ac_every must be at least 1, got ", o.ac_every));
+  if (flags.has("ac_every") && o.ac_mode != parallel::AcMode::Selective)
+    throw UsageError("--ac_every applies to --ac_mode selective");
   return o;
 }
 

@@ -95,7 +95,7 @@ TEST(Fsdp, GathersAroundARunnerInstalledBeforeIt) {
   // gather: it sees every layer's full weights, and the gradients still equal the serial ones.
   struct WeightsSeen : nn::LayerRunner {
     explicit WeightsSeen(models::LlamaForCausalLM& m) : model(m) {}
-    at::Tensor run(int64_t index, const nn::LayerForward& inner, const at::Tensor& hidden) override {
+    nn::LayerOutput run(int64_t index, const nn::LayerForward& inner, const at::Tensor& hidden) override {
       rows.push_back(model.model->layers[index]->self_attn->q_proj->weight.size(0));
       return inner(hidden);
     }

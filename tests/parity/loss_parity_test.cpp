@@ -1,6 +1,7 @@
 // Parallel layouts against one rank: data (DDP, FSDP, HSDP), tensor (plain and packed, with
 // sequence and loss parallelism), context, Ulysses and expert parallelism on 2 to 4 ranks
-// (threads over Gloo on loopback) train tiny models for 20 steps with the same global batch;
+// (threads over Gloo on loopback) train tiny models for 20 steps with the same global batch,
+// each also with activation checkpointing (the same losses to 1e-6);
 // every step's loss and gradient norm (before clipping, which acts on every step) must be
 // within 1e-5 relative of the single-rank run, and the final parameters within 1e-5 (data
 // parallelism) or 1e-3 (the others). MoE gradient norms get 2e-4: top-k routing has near-ties
@@ -41,9 +42,9 @@ models::LlamaConfig tiny_config() {
   return models::LlamaConfig::load(fs::path(MESHTRAIN_SOURCE_DIR) / "configs/llama-tiny");
 }
 
-Run train_layout(const std::string& name, const dist::MeshSizes& mesh_sizes, int64_t accum,
-                 parallel::ParallelOptions options = {}, int64_t save_steps = 0, const std::string& resume = "",
-                 const models::LlamaConfig& config = tiny_config()) {
+Run train_once(const std::string& name, const dist::MeshSizes& mesh_sizes, int64_t accum,
+               const parallel::ParallelOptions& options, int64_t save_steps, const std::string& resume,
+               const models::LlamaConfig& config) {
   static auto data = data::open_token_dataset(fs::path(MESHTRAIN_SOURCE_DIR) / "data/corpus.txt");
   data->max_token();  // cached before the ranks share the dataset
   Run run;
@@ -78,6 +79,24 @@ Run train_layout(const std::string& name, const dist::MeshSizes& mesh_sizes, int
         run.grad_norms.push_back(r.grad_norm);
       }
   });
+  return run;
+}
+
+// A layout's run, checked against the same layout with every layer checkpointed: the same
+// losses to 1e-6 relative (recomputation changes only where gradients accumulate).
+Run train_layout(const std::string& name, const dist::MeshSizes& mesh_sizes, int64_t accum,
+                 parallel::ParallelOptions options = {}, int64_t save_steps = 0, const std::string& resume = "",
+                 const models::LlamaConfig& config = tiny_config()) {
+  auto run = train_once(name, mesh_sizes, accum, options, save_steps, resume, config);
+  options.ac_mode = parallel::AcMode::Full;
+  auto checkpointed = train_once(name + "_ac", mesh_sizes, accum, options, 0, resume, config);
+  EXPECT_EQ(checkpointed.losses.size(), run.losses.size());
+  for (size_t s = 0; s < std::min(run.losses.size(), checkpointed.losses.size()); ++s) {
+    EXPECT_NEAR(checkpointed.losses[s], run.losses[s], 1e-6 * run.losses[s]) << name << " checkpointed, step " << s + 1;
+    EXPECT_NEAR(checkpointed.grad_norms[s], run.grad_norms[s], std::max(1e-6, run.grad_norm_tol) * run.grad_norms[s])
+        << name << " checkpointed, grad_norm of step " << s + 1;
+  }
+  fs::remove_all(checkpointed.dir);
   return run;
 }
 

@@ -120,6 +120,25 @@ TEST_F(Cli, ArgsFileIsReadFlagsOverrideItAndItsErrorsAreOneLine) {
   expect_one_line_error("train --args " + (dir_ / "missing.json").string(), 1, "missing.json");
 }
 
+TEST_F(Cli, ActivationCheckpointingTrainsTheSameCurve) {
+  const std::string args = " train --config_name " + kSource + "/configs/llama-tiny --data " + kSource +
+                           "/data/corpus.txt --seq_len 32 --per_device_train_batch_size 2 --max_steps 3 "
+                           "--save_steps 0 --logging_steps 1 --output_dir ";
+  std::vector<std::vector<nlohmann::json>> curves;
+  for (std::string ac : {"", " --gradient_checkpointing", " --ac_mode selective --ac_every 2"}) {
+    const auto out = dir_ / ("ac" + std::to_string(curves.size()));
+    auto r = run_command(kBin + args + out.string() + ac);
+    ASSERT_EQ(r.exit_code, 0) << ac << "\n" << r.err;
+    curves.push_back(metrics_of(out));
+    ASSERT_EQ(curves.back().size(), 3u) << ac;
+  }
+  for (size_t c = 1; c < curves.size(); ++c)
+    for (size_t s = 0; s < 3; ++s) {
+      const double want = curves[0][s]["loss"];
+      EXPECT_NEAR(curves[c][s]["loss"].get<double>(), want, 1e-6 * want) << "curve " << c << " step " << s + 1;
+    }
+}
+
 TEST_F(Cli, ResumeFromLatestContinuesTheRunExactly) {
   const std::string args = " train --config_name " + kSource + "/configs/llama-tiny --data " + kSource +
                            "/data/corpus.txt --seq_len 32 --per_device_train_batch_size 2 --max_steps 6 "
@@ -165,6 +184,11 @@ TEST_F(Cli, UsageErrorsAreOneLineWithExitCode2) {
   expect_one_line_error("train --seq_len 1", 2, "--seq_len must be at least 2");
   expect_one_line_error("eval --data x.txt", 2, "--model_name_or_path is required");
   expect_one_line_error("frobnicate", 2, "unknown command 'frobnicate'");
+  expect_one_line_error("train --ac_mode sometimes", 2, "--ac_mode must be none, full or selective, got 'sometimes'");
+  expect_one_line_error("train --ac_mode selective --ac_every 0", 2, "--ac_every must be at least 1, got 0");
+  expect_one_line_error("train --ac_every 3", 2, "--ac_every applies to --ac_mode selective");
+  expect_one_line_error("train --gradient_checkpointing --ac_mode selective", 2,
+                        "--gradient_checkpointing is --ac_mode full; it contradicts --ac_mode selective");
   EXPECT_EQ(run_command(kBin + " train --help").exit_code, 0);
   EXPECT_EQ(run_command(kBin + " --help").exit_code, 0);
 }
