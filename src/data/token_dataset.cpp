@@ -1,4 +1,4 @@
-// TokenDataset's shared pieces (bounds-checked slice, cached max_token) and the choice of
+// TokenDataset's shared pieces (bounds-checked slice, cached id range) and the choice of
 // format by file extension.
 #include "data/token_dataset.h"
 
@@ -22,20 +22,37 @@ at::Tensor TokenDataset::slice(int64_t start, int64_t length) const {
   return out;
 }
 
-int64_t TokenDataset::max_token() const {
-  if (!max_token_known_) {
-    constexpr int64_t kChunk = int64_t{1} << 20;
-    std::vector<int64_t> buf(static_cast<size_t>(std::min(kChunk, size())));
-    int64_t best = std::numeric_limits<int64_t>::min();
-    for (int64_t start = 0; start < size(); start += kChunk) {
-      const int64_t n = std::min(kChunk, size() - start);
-      read_into(start, n, buf.data());
-      best = std::max(best, *std::max_element(buf.begin(), buf.begin() + n));
-    }
-    max_token_ = best;
-    max_token_known_ = true;
+void TokenDataset::scan() const {
+  if (scanned_) return;
+  constexpr int64_t kChunk = int64_t{1} << 20;
+  std::vector<int64_t> buf(static_cast<size_t>(std::min(kChunk, size())));
+  int64_t lo = std::numeric_limits<int64_t>::max(), hi = std::numeric_limits<int64_t>::min();
+  for (int64_t start = 0; start < size(); start += kChunk) {
+    const int64_t n = std::min(kChunk, size() - start);
+    read_into(start, n, buf.data());
+    auto [a, b] = std::minmax_element(buf.begin(), buf.begin() + n);
+    lo = std::min(lo, *a);
+    hi = std::max(hi, *b);
   }
+  min_token_ = lo;
+  max_token_ = hi;
+  scanned_ = true;
+}
+
+int64_t TokenDataset::min_token() const {
+  scan();
+  return min_token_;
+}
+
+int64_t TokenDataset::max_token() const {
+  scan();
   return max_token_;
+}
+
+void TokenDataset::check_ids(int64_t vocab_size) const {
+  MT_CHECK(min_token() >= 0, "the data holds the negative token id ", min_token());
+  MT_CHECK(max_token() < vocab_size, "the data holds token id ", max_token(), " but the model's vocab_size is ",
+           vocab_size);
 }
 
 std::unique_ptr<TokenDataset> open_token_dataset(const std::filesystem::path& path) {

@@ -18,11 +18,15 @@ class TokenDataset {
   virtual void read_into(int64_t start, int64_t length, int64_t* out) const = 0;
   // tokens [start, start + length) as an int64 tensor; a range outside [0, size()) is an error
   at::Tensor slice(int64_t start, int64_t length) const;
-  int64_t max_token() const;  // largest id (scans the data once, cached; not thread-safe)
+  int64_t min_token() const;  // smallest id (scans the data once, cached; not thread-safe)
+  int64_t max_token() const;  // largest id (the same scan)
+  // Throws unless every id is in [0, vocab_size), naming the offending one.
+  void check_ids(int64_t vocab_size) const;
 
  private:
-  mutable int64_t max_token_ = -1;
-  mutable bool max_token_known_ = false;
+  void scan() const;
+  mutable int64_t min_token_ = 0, max_token_ = -1;
+  mutable bool scanned_ = false;
 };
 
 // Opens by extension (.npy, .bin, .txt, .jsonl); anything else is an error naming those.

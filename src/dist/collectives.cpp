@@ -1,7 +1,9 @@
 #include "dist/collectives.h"
 
+#include <chrono>
 #include <numeric>
 
+#include "dist/stall_report.h"
 #include "util/check.h"
 
 namespace meshtrain::dist {
@@ -17,6 +19,7 @@ uint64_t ring_share(const Group& g, uint64_t bytes) {
 template <typename Start>
 void run(Group& g, const char* op, Start&& start) {
   c10::intrusive_ptr<c10d::Work> work;
+  g.note_issued();
   try {
     work = start();
   } catch (const std::exception& e) {
@@ -29,13 +32,19 @@ void run(Group& g, const char* op, Start&& start) {
 
 void wait_work(Group& g, const c10::intrusive_ptr<c10d::Work>& work, const char* op) {
   if (!work) return;
+  const auto start = std::chrono::steady_clock::now();
   try {
     work->wait(g.timeout());
   } catch (const std::exception& e) {
+    const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     std::string ranks;
     for (int r : g.ranks()) ranks += (ranks.empty() ? "" : ", ") + std::to_string(r);
-    fail("rank ", g.global_rank(), ": ", op, " on group ", g.name(), " (ranks ", ranks, ") failed or timed out after ",
-         g.timeout().count() / 1000.0, " s: ", e.what());
+    // A wait that ran its whole time-out is a stall: name the ranks that did not take part.
+    if (waited >= 0.99 * std::chrono::duration<double>(g.timeout()).count())
+      fail("rank ", g.global_rank(), ": ", op, " on group ", g.name(), " (ranks ", ranks, ") timed out after ",
+           g.timeout().count() / 1000.0, " s; ", describe_stall(g));
+    fail("rank ", g.global_rank(), ": ", op, " on group ", g.name(), " (ranks ", ranks, ") failed after ", waited,
+         " s: ", e.what());
   }
 }
 
@@ -52,6 +61,7 @@ void all_reduce_(Group& g, at::Tensor& t, c10d::ReduceOp op) {
 c10::intrusive_ptr<c10d::Work> all_reduce_async(Group& g, at::Tensor& t) {
   if (g.size() == 1) return {};
   g.count_sent(2 * ring_share(g, nbytes(t)));
+  g.note_issued();
   std::vector<at::Tensor> ts{t};
   try {
     return g.backend().allreduce(ts);
@@ -90,6 +100,7 @@ PendingGather all_gather_1d_async(Group& g, const at::Tensor& t, const std::vect
   in.narrow(0, 0, t.size(0)).copy_(t);
   p.padded = at::empty({most * g.size()}, t.options());
   g.count_sent(ring_share(g, nbytes(p.padded)));
+  g.note_issued();
   try {
     p.work = g.backend().all_gather_single(p.padded, in);
   } catch (const std::exception& e) {
@@ -180,6 +191,7 @@ void recv(Group& g, at::Tensor& t, int src) {
 c10::intrusive_ptr<c10d::Work> send_async(Group& g, const at::Tensor& t, int dst, int tag) {
   MT_CHECK(t.is_contiguous(), "send_async needs a contiguous tensor");
   g.count_sent(nbytes(t));
+  g.note_issued();
   std::vector<at::Tensor> ts{t};
   try {
     return g.backend().send(ts, dst, tag);
@@ -190,6 +202,7 @@ c10::intrusive_ptr<c10d::Work> send_async(Group& g, const at::Tensor& t, int dst
 
 c10::intrusive_ptr<c10d::Work> recv_async(Group& g, at::Tensor& t, int src, int tag) {
   MT_CHECK(t.is_contiguous(), "recv_async needs a contiguous tensor");
+  g.note_issued();
   std::vector<at::Tensor> ts{t};
   try {
     return g.backend().recv(ts, src, tag);

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "dist/network.h"
 #include "util/check.h"
 
 namespace meshtrain::dist {
@@ -23,10 +24,9 @@ Group::Group(MeshDim dim, std::vector<int> ranks, int global_rank, const c10::in
   std::string key = name();
   for (int r : ranks_) key.append("_").append(std::to_string(r));
   auto options = c10d::ProcessGroupGloo::Options::create(timeout);
-  const bool loopback = master_addr.starts_with("127.") || master_addr == "localhost" || master_addr == "::1";
-  options->devices.push_back(loopback ? c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1")
-                                      : c10d::ProcessGroupGloo::createDefaultDevice());
+  options->devices = gloo_devices(master_addr);
   auto prefixed = c10::make_intrusive<c10d::PrefixStore>(key, store);
+  stall_store_ = c10::make_intrusive<c10d::PrefixStore>("stall/" + key, store);
   try {
     backend_ = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, index_, size(), options);
   } catch (const std::exception& e) {

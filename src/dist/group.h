@@ -18,8 +18,8 @@ namespace meshtrain::dist {
 class Group {
  public:
   // Creates the Gloo backend when ranks.size() > 1: every member must call this with the same
-  // dim and ranks (the store key prefix is derived from them). Peers connect over loopback
-  // when master_addr is a loopback address, else over the interface of this host's name.
+  // dim and ranks (the store key prefix is derived from them). Peers connect over the
+  // interfaces dist/network.h picks.
   Group(MeshDim dim, std::vector<int> ranks, int global_rank, const c10::intrusive_ptr<c10d::Store>& store,
         std::chrono::milliseconds timeout, const std::string& master_addr);
   // A group of this rank alone.
@@ -37,6 +37,12 @@ class Group {
   c10d::Backend& backend() const;
   std::chrono::milliseconds timeout() const { return timeout_; }
 
+  // Operations issued on this group so far (the same order on every member), and the store
+  // where a rank that stalls compares that count with the others' (dist/stall_report.h).
+  uint64_t note_issued() { return ++ops_issued_; }
+  uint64_t ops_issued() const { return ops_issued_; }
+  c10d::Store* stall_store() const { return stall_store_.get(); }
+
   // Bytes this rank sent, as the ring / pairwise algorithm of each collective counts them.
   void count_sent(uint64_t bytes) { bytes_sent_ += bytes; }
   uint64_t bytes_sent() const { return bytes_sent_; }
@@ -49,7 +55,8 @@ class Group {
   int index_ = 0;
   std::chrono::milliseconds timeout_{300000};
   c10::intrusive_ptr<c10d::Backend> backend_;
-  std::atomic<uint64_t> bytes_sent_{0};
+  c10::intrusive_ptr<c10d::Store> stall_store_;
+  std::atomic<uint64_t> bytes_sent_{0}, ops_issued_{0};
 };
 
 }  // namespace meshtrain::dist

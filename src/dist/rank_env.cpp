@@ -48,6 +48,7 @@ RankEnv rank_env_from_environment() {
   }
   if (env("MASTER_ADDR")) e.master_addr = env("MASTER_ADDR");
   e.master_port = env_int("MASTER_PORT", e.master_port);
+  e.restart = env_int("MESHTRAIN_RESTART_COUNT", env_int("TORCHELASTIC_RESTART_COUNT", 0));
   MT_CHECK(e.world_size >= 1 && e.rank >= 0 && e.rank < e.world_size, e.launcher, " environment: rank ",
            e.rank, " is not in [0, world size ", e.world_size, ")");
   MT_CHECK(e.local_world_size >= 1 && e.local_rank >= 0 && e.local_rank < e.local_world_size, e.launcher,

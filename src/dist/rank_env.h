@@ -12,6 +12,7 @@ struct RankEnv {
   int local_world_size = 1;
   std::string master_addr = "127.0.0.1";
   int master_port = 29500;
+  int restart = 0;  // how often the launcher restarted the ranks (MESHTRAIN_ / TORCHELASTIC_RESTART_COUNT)
   std::string launcher = "none";  // torchrun | mpirun | srun | none
 };
 

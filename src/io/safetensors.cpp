@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <limits>
@@ -285,7 +286,7 @@ void save_safetensors(const std::filesystem::path& path, const std::vector<Tenso
   tmp += ".tmp";
   try {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    MT_CHECK(out, "cannot open ", tmp, " for writing");
+    MT_CHECK(out, "cannot open ", tmp, " for writing: ", util::errno_message(errno));
     unsigned char len[8];
     for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(text.size() >> (8 * i));
     out.write(reinterpret_cast<const char*>(len), 8);
@@ -298,10 +299,10 @@ void save_safetensors(const std::filesystem::path& path, const std::vector<Tenso
                dtype_name(specs[i].dtype), " ", at::IntArrayRef(specs[i].shape));
       const uint64_t n = nbytes_of(c);
       if (n > 0) out.write(static_cast<const char*>(c.data_ptr()), static_cast<std::streamsize>(n));
-      MT_CHECK(out, "write failed: ", tmp, " (tensor \"", name, "\", ", n, " bytes)");
+      MT_CHECK(out, "cannot write ", tmp, " (tensor \"", name, "\", ", n, " bytes): ", util::errno_message(errno));
     }
     out.flush();
-    MT_CHECK(out, "write failed: ", tmp);
+    MT_CHECK(out, "cannot write ", tmp, ": ", util::errno_message(errno));
     out.close();
     util::sync_path(tmp);
     std::error_code ec;

@@ -1,7 +1,11 @@
 #include "models/llama_config.h"
 
+#include <limits>
+#include <type_traits>
+
 #include "util/check.h"
 #include "util/files.h"
+#include "util/json_int.h"
 
 namespace meshtrain::models {
 
@@ -17,7 +21,14 @@ T field(const json& j, const char* name, const std::string& source, std::optiona
     return *fallback;
   }
   try {
-    return it->get<T>();
+    if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+      const int64_t v = util::json_int(*it, source + ": field \"" + name + "\"");
+      MT_CHECK(v >= std::numeric_limits<T>::min() && v <= std::numeric_limits<T>::max(), source, ": field \"", name,
+               "\" is out of range: ", v);
+      return static_cast<T>(v);
+    } else {
+      return it->get<T>();
+    }
   } catch (const json::exception&) {
     fail(source, ": field \"", name, "\" has the wrong type: ", it->dump());
   }

@@ -38,6 +38,7 @@ int run_eval(const Args& argv) {
   if (runtime.env.rank == 0) report_tp_plan(*parallel_model);
   auto& model = *parallel_model;
   model.check_sequence_length(seq_len);
+  dataset->check_ids(model.model().config().vocab_size);
   const int64_t windows = data::num_consecutive_windows(*dataset, seq_len);
 
   // Every rank runs the same number of forwards (sharded layers communicate inside them); a

@@ -18,13 +18,15 @@ namespace {
 constexpr int kMaxLocalRanks = 1024;
 
 const char* kSynopsis =
-    "-n N [--nnodes M --node_rank R --master_addr A --master_port P] [--timeout S] -- COMMAND [ARGS...]\n\n"
+    "-n N [--nnodes M --node_rank R --master_addr A --master_port P] [--timeout S] [--max_restarts K]\n"
+    "    [--preemption_grace S] -- COMMAND [ARGS...]\n\n"
     "Starts N processes on this node, as torchrun does: each gets RANK = node_rank*N + local rank,\n"
     "WORLD_SIZE = nnodes*N, LOCAL_RANK, LOCAL_WORLD_SIZE, GROUP_RANK, MASTER_ADDR, MASTER_PORT and\n"
     "MESHTRAIN_TIMEOUT_S. COMMAND is a meshtrain command (train, eval, ...) or, when it contains a\n"
     "'/', a program path. Rank 0's output passes through unchanged; the other ranks' lines are\n"
-    "prefixed \"[rank R] \". When a rank fails the others are stopped and the launcher exits with\n"
-    "its code (128 + S for signal S).";
+    "prefixed \"[rank R] \". When a rank fails the others are stopped and the launcher names the rank\n"
+    "that failed first and exits with its code (128 + S for signal S), or restarts them all\n"
+    "(--max_restarts). SIGTERM asks the ranks to checkpoint and stop (exit 0 when they all do).";
 
 // "-n N", "-nN" and "-n=N" become --nproc_per_node, so Flags can parse the rest.
 std::vector<std::string> expand_short_flags(std::vector<std::string> args) {
@@ -61,7 +63,11 @@ int run_launch(const Args& argv) {
                {"node_rank", "this node's index in [0, nnodes) (default 0)"},
                {"master_addr", "address of rank 0's rendezvous store (default 127.0.0.1)"},
                {"master_port", "its port (default: a free port; required with --nnodes > 1)"},
-               {"timeout", "seconds a collective or rendezvous may stall, as MESHTRAIN_TIMEOUT_S (default 300)"}},
+               {"timeout", "seconds a collective or rendezvous may stall, as MESHTRAIN_TIMEOUT_S (default 300)"},
+               {"max_restarts", "when a rank fails, restart all ranks up to this many times; `train` resumes from "
+                                "the newest checkpoint (default 0)"},
+               {"preemption_grace", "after SIGTERM, seconds the ranks have to save a checkpoint and stop before "
+                                    "SIGKILL (default 60)"}},
               expand_short_flags(Args(argv.begin(), sep)));
   if (flags.help_requested()) {
     std::cout << flags.usage(kSynopsis);
@@ -89,6 +95,8 @@ int run_launch(const Args& argv) {
                              " (every node must use the same one)"));
   }
   plan.timeout_s = int_in_range(flags, "timeout", "--timeout", 300, 1, INT_MAX);
+  plan.max_restarts = int_in_range(flags, "max_restarts", "--max_restarts", 0, 0, 1000);
+  plan.preemption_grace_s = int_in_range(flags, "preemption_grace", "--preemption_grace", 60, 1, 86400);
 
   if (sep == argv.end() || sep + 1 == argv.end())
     throw UsageError("meshtrain launch: nothing to run (usage: meshtrain launch -n N [flags] -- COMMAND [ARGS...])");

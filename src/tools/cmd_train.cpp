@@ -89,6 +89,7 @@ int run_train(const Args& argv) {
   }
   if (runtime.env.rank == 0) report_tp_plan(*parallel_model);
   train::Trainer trainer(parallel_model, *dataset, seq_len, args);
+  trainer.resume_if_possible = runtime.env.restart > 0;  // launch --max_restarts, or torchrun's
   trainer.train();
   return 0;
 }

@@ -1,6 +1,7 @@
 #include "tools/flags.h"
 
 #include <charconv>
+#include <cmath>
 #include <filesystem>
 #include <sstream>
 
@@ -82,10 +83,10 @@ double Flags::get_double(const std::string& name, double fallback) const {
   try {
     size_t used = 0;
     double out = std::stod(it->second, &used);
-    if (used == it->second.size()) return out;
+    if (used == it->second.size() && std::isfinite(out)) return out;
   } catch (const std::exception&) {
   }
-  throw UsageError(str_cat("meshtrain ", command_, ": --", name, " expects a number, got '", it->second, "'"));
+  throw UsageError(str_cat("meshtrain ", command_, ": --", name, " expects a finite number, got '", it->second, "'"));
 }
 
 std::string resolve_path(const std::string& path) {

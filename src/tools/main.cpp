@@ -1,19 +1,30 @@
-// meshtrain: the command-line entry point. Errors become one line on stderr: exit code 2 for
-// bad usage, 1 for everything else.
+// meshtrain: the command-line entry point. Errors become one line on stderr (stack frames only
+// with --debug): exit code 2 for bad usage, 1 for everything else. A rank whose error is the
+// symptom of another rank's failure reports that one (dist/failure_board.h); under `launch` the
+// line also goes to $MESHTRAIN_ERROR_FILE for the launcher.
 #include <ATen/Parallel.h>
+#include <c10/util/Logging.h>
 
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
 #include <thread>
 
+#include "dist/failure_board.h"
 #include "tools/commands.h"
 #include "util/check.h"
+#include "util/error_text.h"
+#include "util/files.h"
 
 namespace {
 
 const char* kUsage =
-    "usage: meshtrain COMMAND [flags]   (meshtrain COMMAND --help for its flags)\n\n"
+    "usage: meshtrain COMMAND [flags] [--debug]   (meshtrain COMMAND --help for its flags;\n"
+    "       --debug: errors with their C++ stack frames)\n\n"
     "commands:\n"
     "  train      train a Llama model (default: llama-tiny on data/corpus.txt)\n"
     "  eval       token-weighted loss of a checkpoint over a file's consecutive windows\n"
@@ -31,17 +42,45 @@ void configure_threads() {
   at::set_num_interop_threads(1);
 }
 
-}  // namespace
+// One line for the user; with --debug the whole text, stack frames included.
+std::string shown_error(const std::exception& e, bool debug) {
+  return debug ? e.what() : meshtrain::util::without_stack_frames(e.what());
+}
 
-int main(int argc, char** argv) {
+// "rank 3: x" as "x", where the rank is named already.
+std::string without_rank_prefix(const std::string& message) {
+  const auto colon = message.find(": ");
+  if (!message.starts_with("rank ") || colon == std::string::npos ||
+      message.find_first_not_of("0123456789", 5) != colon)
+    return message;
+  return message.substr(colon + 2);
+}
+
+// The line printed for a failed command; under `launch`, also the error file the launcher reads
+// to name the rank that failed first (the earliest report wins).
+int report_error(const std::string& command, const std::string& own) {
   using namespace meshtrain;
-  std::vector<std::string> args(argv + 1, argv + argc);
-  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
-    std::cout << kUsage;
-    return args.empty() ? 2 : 0;
+  const auto first = dist::report_failure(own);
+  const std::string line = first ? str_cat("rank ", first->rank, " failed: ", without_rank_prefix(first->message)) : own;
+  std::cerr << "meshtrain " << command << ": error: " << line << "\n";
+  const char* file = std::getenv("MESHTRAIN_ERROR_FILE");
+  const char* rank = std::getenv("RANK");
+  if (file && *file) {
+    const double now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    nlohmann::json j = {{"failed_rank", first ? first->rank : (rank ? std::atoi(rank) : 0)},
+                        {"message", without_rank_prefix(first ? first->message : own)},
+                        {"time", now}};
+    try {
+      util::write_file_atomic(file, j.dump() + "\n");
+    } catch (const std::exception&) {
+    }
   }
-  const std::string command = args[0];
-  args.erase(args.begin());
+  dist::wait_for_reports(std::chrono::seconds(3));
+  return 1;
+}
+
+int dispatch(const std::string& command, const std::vector<std::string>& args, bool debug) {
+  using namespace meshtrain;
   try {
     configure_threads();
     if (command == "train") return tools::run_train(args);
@@ -55,7 +94,29 @@ int main(int argc, char** argv) {
     std::cerr << e.what() << "\n";
     return 2;
   } catch (const std::exception& e) {
-    std::cerr << "meshtrain " << command << ": error: " << e.what() << "\n";
-    return 1;
+    return report_error(command, shown_error(e, debug));
   }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace meshtrain;
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    std::cout << kUsage;
+    return args.empty() ? 2 : 0;
+  }
+  const std::string command = args[0];
+  args.erase(args.begin());
+  // Before a "--", so that `launch ... -- train --debug` passes it on to the ranks.
+  const auto end = std::find(args.begin(), args.end(), std::string("--"));
+  const auto debug_flag = std::find(args.begin(), end, std::string("--debug"));
+  const bool debug = debug_flag != end;
+  if (debug) args.erase(debug_flag);
+  // libtorch's own warnings (store connection retries, with stack traces) only with --debug.
+  if (!debug && !std::getenv("TORCH_CPP_LOG_LEVEL")) FLAGS_caffe2_log_level = 2;  // errors and above
+  const int code = dispatch(command, args, debug);
+  dist::close_failure_board();  // the process groups close here, after any failure was reported
+  return code;
 }

@@ -81,7 +81,8 @@ parallel::ParallelOptions parallel_options_from(const Flags& flags) {
 dist::Runtime start_runtime_from(const Flags& flags) {
   const char* env_timeout = std::getenv("MESHTRAIN_TIMEOUT_S");
   const double seconds = flags.get_double("timeout", env_timeout ? std::atof(env_timeout) : 300.0);
-  if (seconds <= 0) throw UsageError(str_cat("--timeout must be positive, got ", seconds));
+  if (!(seconds > 0 && seconds < 1e9))
+    throw UsageError(str_cat("--timeout (or MESHTRAIN_TIMEOUT_S) must be a positive number of seconds, got ", seconds));
   return dist::start_runtime(dist::rank_env_from_environment(), mesh_sizes_from(flags),
                              std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000)));
 }

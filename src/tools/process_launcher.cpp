@@ -24,8 +24,11 @@
 #include <utility>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "tools/rank_output.h"
 #include "util/check.h"
+#include "util/files.h"
 
 extern char** environ;
 
@@ -132,9 +135,12 @@ struct ExecImage {
   std::vector<char*> argv, envp;
 };
 
-ExecImage exec_image(const LaunchPlan& plan, int local_rank) {
+std::string error_file(const std::string& dir, int rank) { return dir + "/rank-" + std::to_string(rank) + ".json"; }
+
+ExecImage exec_image(const LaunchPlan& plan, int local_rank, const std::string& error_dir, int restart) {
+  const int rank = plan.node_rank * plan.nproc_per_node + local_rank;
   const std::vector<std::pair<std::string, std::string>> vars = {
-      {"RANK", std::to_string(plan.node_rank * plan.nproc_per_node + local_rank)},
+      {"RANK", std::to_string(rank)},
       {"WORLD_SIZE", std::to_string(plan.nnodes * plan.nproc_per_node)},
       {"LOCAL_RANK", std::to_string(local_rank)},
       {"LOCAL_WORLD_SIZE", std::to_string(plan.nproc_per_node)},
@@ -143,6 +149,8 @@ ExecImage exec_image(const LaunchPlan& plan, int local_rank) {
       {"MASTER_ADDR", plan.master_addr},
       {"MASTER_PORT", std::to_string(plan.master_port)},
       {"MESHTRAIN_TIMEOUT_S", std::to_string(plan.timeout_s)},
+      {"MESHTRAIN_ERROR_FILE", error_file(error_dir, rank)},
+      {"MESHTRAIN_RESTART_COUNT", std::to_string(restart)},
   };
   ExecImage image;
   for (char** e = environ; e && *e; ++e) {
@@ -232,7 +240,7 @@ void drain(Stream& s) {
 
 class Launch {
  public:
-  explicit Launch(const LaunchPlan& plan) : plan_(plan) {}
+  Launch(const LaunchPlan& plan, int restart) : plan_(plan), restart_(restart) {}
 
   // Kills and reaps whatever is still running if we leave early (an exception).
   ~Launch() {
@@ -263,6 +271,13 @@ class Launch {
       drain(r.out);
       drain(r.err);
     }
+    // A rank killed by a signal from outside (the OOM killer, kill -9, a crash) leaves no error
+    // file; the others only saw its connections drop. Otherwise the earliest report names the cause.
+    if (rank_failed_ && !killed_from_outside_) blame_first_failure();
+    if (preempting_ && !stopped_badly_) {
+      exit_code_ = 0;
+      message_ = "meshtrain launch: SIGTERM: every rank saved a checkpoint and stopped";
+    }
     if (!message_.empty()) {
       message_ += "\n";
       write_all(STDERR_FILENO, message_.data(), message_.size());
@@ -286,7 +301,7 @@ class Launch {
       if (rank != 0 || !::isatty(STDERR_FILENO)) std::tie(r.err.fd, err_write) = make_pipe(/*nonblocking=*/false);
       for (Fd* fd : {&r.out.fd, &r.err.fd})
         if (fd->valid()) ::fcntl(fd->get(), F_SETFL, ::fcntl(fd->get(), F_GETFL) | O_NONBLOCK);
-      const ExecImage image = exec_image(plan_, local);
+      const ExecImage image = exec_image(plan_, local, error_dir_.path(), restart_);
       r.pid = spawn(plan_.program, image, null_fd, out_write.valid() ? out_write.get() : STDOUT_FILENO,
                     err_write.valid() ? err_write.get() : STDERR_FILENO);
       r.running = true;
@@ -331,9 +346,11 @@ class Launch {
       r.running = false;
       if (got < 0) status = 0;  // cannot happen for our own child; treat as gone
       const bool failed = !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+      if (failed && stop_deadline_) stopped_badly_ = true;
       if (!failed || stop_deadline_) continue;  // ranks we stop are not the cause
       if (WIFSIGNALED(status)) {
         const int sig = WTERMSIG(status);
+        killed_from_outside_ = true;
         exit_code_ = 128 + sig;
         message_ = str_cat("meshtrain launch: rank ", r.rank, " was killed by signal ", sig, " (",
                            strsignal(sig), ")");
@@ -342,6 +359,7 @@ class Launch {
         message_ = str_cat("meshtrain launch: rank ", r.rank, " exited with code ", exit_code_);
       }
       if (exit_code_ == 0) exit_code_ = 1;
+      rank_failed_ = true;
       begin_stop(SIGTERM);
     }
   }
@@ -357,15 +375,49 @@ class Launch {
     }
     exit_code_ = 128 + sig;
     message_ = str_cat("meshtrain launch: received signal ", sig, " (", strsignal(sig), "), stopped the ranks");
-    begin_stop(sig);
+    // SIGTERM is a preemption: the ranks finish their step and save a checkpoint first.
+    preempting_ = sig == SIGTERM;
+    begin_stop(sig, preempting_ ? std::chrono::seconds(plan_.preemption_grace_s) : kGracePeriod);
   }
 
-  void begin_stop(int sig) {
-    for (auto& r : ranks_) signal_rank(r, sig);
-    stop_deadline_ = Clock::now() + kGracePeriod;
+  // The ranks that failed left error files (tools/main.cpp); the earliest names the rank that
+  // failed first, which may be another node's: that is the one to print, not the first exit seen.
+  void blame_first_failure() {
+    std::optional<nlohmann::json> first;
+    for (auto& r : ranks_) {
+      try {
+        auto j = nlohmann::json::parse(util::read_file(error_file(error_dir_.path(), r.rank)));
+        if (!first || j.at("time").template get<double>() < first->at("time").template get<double>()) first = j;
+      } catch (const std::exception&) {  // no report: killed, or not a meshtrain command
+      }
+    }
+    if (!first) return;
+    try {
+      message_ = str_cat("meshtrain launch: rank ", first->at("failed_rank").get<int>(), " failed: ",
+                         first->at("message").get<std::string>(), " (", message_.substr(message_.find("rank ")), ")");
+    } catch (const nlohmann::json::exception&) {
+    }
   }
+
+  void begin_stop(int sig, std::chrono::seconds grace = kGracePeriod) {
+    for (auto& r : ranks_) signal_rank(r, sig);
+    for (auto& r : ranks_) signal_rank(r, SIGCONT);  // a stopped rank must run to act on it
+    stop_deadline_ = Clock::now() + grace;
+  }
+
+ public:
+  // Whether the launch ended because a rank failed (not a signal to the launcher).
+  bool rank_failed() const { return rank_failed_; }
+
+ private:
 
   const LaunchPlan& plan_;
+  int restart_;                                   // 0 for the first start, as MESHTRAIN_RESTART_COUNT
+  util::TempDir error_dir_{"meshtrain-launch"};  // the ranks' error files
+  bool rank_failed_ = false;
+  bool killed_from_outside_ = false;  // the first failure was a rank killed by a signal
+  bool preempting_ = false;     // stopping after SIGTERM
+  bool stopped_badly_ = false;  // a rank we were stopping did not exit 0
   std::vector<Rank> ranks_;
   std::optional<Clock::time_point> stop_deadline_;  // set once the ranks are being stopped
   bool killed_ = false;                             // SIGKILL sent
@@ -397,7 +449,14 @@ int launch_ranks(const LaunchPlan& plan) {
   MT_CHECK(plan.master_port >= 1 && plan.master_port <= 65535, "bad master port ", plan.master_port);
   MT_CHECK(!plan.argv.empty(), "nothing to launch");
   MT_CHECK(::access(plan.program.c_str(), X_OK) == 0, "cannot execute '", plan.program, "': ", errno_text());
-  return Launch(plan).run();
+  for (int restart = 0;; ++restart) {
+    Launch launch(plan, restart);
+    const int code = launch.run();
+    if (code == 0 || !launch.rank_failed() || restart == plan.max_restarts) return code;
+    const std::string line = str_cat("meshtrain launch: restarting the ranks (restart ", restart + 1, " of ",
+                                     plan.max_restarts, ")\n");
+    write_all(STDERR_FILENO, line.data(), line.size());
+  }
 }
 
 }  // namespace meshtrain::tools

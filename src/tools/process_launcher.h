@@ -14,6 +14,8 @@ struct LaunchPlan {
   std::string master_addr = "127.0.0.1";
   int master_port = 0;  // in [1, 65535]
   int timeout_s = 300;  // passed on as MESHTRAIN_TIMEOUT_S
+  int max_restarts = 0;  // after a rank fails, restart all ranks this many times at most
+  int preemption_grace_s = 60;  // after SIGTERM, how long the ranks have to checkpoint
   std::string program;  // path given to execv
   std::vector<std::string> argv;  // argv[0] included
 };
@@ -23,8 +25,10 @@ int find_free_port(const std::string& host);
 
 // Runs the ranks to completion and returns the launcher's exit code: 0 when every rank exits 0;
 // else the first failing rank's code (128 + S for signal S), after stopping the others (SIGTERM,
-// then SIGKILL after 5 s). SIGINT / SIGTERM / SIGHUP to the launcher are forwarded to the ranks and
-// end it with 128 + that signal. Throws Error when the processes cannot be started.
+// then SIGKILL after 5 s), and after max_restarts restarts of all ranks (MESHTRAIN_RESTART_COUNT
+// tells them). SIGINT / SIGHUP to the launcher are forwarded and end it with 128 + that signal;
+// SIGTERM is forwarded as a preemption: 0 when every rank then checkpoints and exits 0 within
+// preemption_grace_s. Throws Error when the processes cannot be started.
 int launch_ranks(const LaunchPlan& plan);
 
 }  // namespace meshtrain::tools

@@ -14,7 +14,9 @@
 #include "io/safetensors.h"
 #include "models/hf_weights.h"
 #include "util/check.h"
+#include "util/checksum.h"
 #include "util/files.h"
+#include "util/json_int.h"
 
 namespace meshtrain::train {
 
@@ -23,6 +25,8 @@ namespace fs = std::filesystem;
 namespace {
 
 const std::regex kCheckpointName(R"(checkpoint-(\d+))");
+// The manifest entry (not a tensor name) that maps the rank's files to their checksums.
+const std::string kFilesKey = "#files";
 
 std::string rank_file(const char* stem, int rank, const char* ext) {
   char buf[64];
@@ -90,6 +94,16 @@ at::Tensor gather_full(const dist::DeviceMesh& mesh, const at::Tensor& local, co
   return t;
 }
 
+// A file whose bytes changed since it was saved is named, before any of it is read.
+void verify_checksum(const fs::path& path, const std::map<std::string, std::string>& checksums) {
+  auto it = checksums.find(path.filename().string());
+  if (it == checksums.end()) return;  // written before checksums were recorded
+  MT_CHECK(fs::exists(path), path, " is missing");
+  const auto actual = util::file_checksum(path);
+  MT_CHECK(actual == it->second, path, " is corrupted: its checksum is ", actual, " but the manifest recorded ",
+           it->second);
+}
+
 struct SavedBlock {
   std::string file;
   std::string tensor;  // its name in the file
@@ -139,6 +153,8 @@ fs::path save_training_checkpoint(const fs::path& output_dir, parallel::Parallel
     fs::create_directories(tmp_dir);
   }
   dist::barrier(world);
+  MT_CHECK(fs::is_directory(tmp_dir), "rank ", rank, ": ", tmp_dir, " does not exist after rank 0 created it; "
+           "--output_dir must be a directory that every node shares");
 
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   nlohmann::json manifest = nlohmann::json::object();
@@ -157,9 +173,11 @@ fs::path save_training_checkpoint(const fs::path& output_dir, parallel::Parallel
     manifest["optim.step"] = {{"global_shape", nlohmann::json::array()}, {"offset", nlohmann::json::array()}};
   }
   io::save_safetensors(tmp_dir / rank_file("shards", rank, "safetensors"), tensors);
-  util::write_file_atomic(tmp_dir / rank_file("manifest", rank, "json"), manifest.dump() + "\n");
   io::save_safetensors(tmp_dir / rank_file("rng", rank, "safetensors"),
                        {{"cpu", at::detail::getDefaultCPUGenerator().get_state()}});
+  for (auto file : {rank_file("shards", rank, "safetensors"), rank_file("rng", rank, "safetensors")})
+    manifest[kFilesKey][file] = util::file_checksum(tmp_dir / file);
+  util::write_file_atomic(tmp_dir / rank_file("manifest", rank, "json"), manifest.dump() + "\n");
   if (rank == 0) {
     const auto& s = mesh.sizes();
     nlohmann::json j = {{"global_step", state.global_step},
@@ -190,17 +208,21 @@ TrainerState load_training_checkpoint(const fs::path& dir, parallel::ParallelMod
   MT_CHECK(fs::is_directory(dir), "checkpoint directory ", dir, " does not exist");
   nlohmann::json state_json;
   std::map<std::string, std::vector<SavedBlock>> saved;
+  std::map<std::string, std::string> checksums;  // file name -> checksum recorded when it was saved
   int saved_world = 0;
   try {
     state_json = nlohmann::json::parse(util::read_file(dir / "trainer_state.json"));
-    saved_world = state_json.at("world_size").get<int>();
+    saved_world = static_cast<int>(util::json_int(state_json.at("world_size"), "world_size"));
     MT_CHECK(saved_world >= 1, dir / "trainer_state.json", ": world_size ", saved_world);
     for (int r = 0; r < saved_world; ++r) {
       auto manifest = nlohmann::json::parse(util::read_file(dir / rank_file("manifest", r, "json")));
+      if (manifest.contains(kFilesKey))
+        for (auto& [file, sum] : manifest[kFilesKey].items()) checksums[file] = sum.get<std::string>();
+      manifest.erase(kFilesKey);
       for (auto& [stored, entry] : manifest.items()) {
         SavedBlock b{rank_file("shards", r, "safetensors"), stored,
-                     entry.at("global_shape").get<std::vector<int64_t>>(),
-                     entry.at("offset").get<std::vector<int64_t>>(), {}};
+                     util::json_ints(entry.at("global_shape"), stored + " global_shape"),
+                     util::json_ints(entry.at("offset"), stored + " offset"), {}};
         saved[entry.value("key", stored)].push_back(b);
       }
     }
@@ -212,7 +234,10 @@ TrainerState load_training_checkpoint(const fs::path& dir, parallel::ParallelMod
   for (auto& [key, blocks] : saved)
     for (auto& b : blocks) {
       auto& file = files[b.file];
-      if (!file) file = std::make_unique<io::SafetensorsFile>(dir / b.file);
+      if (!file) {
+        verify_checksum(dir / b.file, checksums);
+        file = std::make_unique<io::SafetensorsFile>(dir / b.file);
+      }
       MT_CHECK(file->contains(b.tensor), dir / b.file, " has no tensor ", b.tensor, " although its manifest lists it");
       b.shape = file->info(b.tensor).shape;
       MT_CHECK(b.shape.size() == b.global_shape.size() && b.offset.size() == b.global_shape.size() &&
@@ -239,12 +264,14 @@ TrainerState load_training_checkpoint(const fs::path& dir, parallel::ParallelMod
   optimizer.set_steps_taken(files[step->second.front().file]->read(step->second.front().tensor).item<int64_t>());
 
   if (saved_world == model.mesh().world_size()) {  // RNG streams only carry over to the same layout
+    verify_checksum(dir / rank_file("rng", model.mesh().rank(), "safetensors"), checksums);
     io::SafetensorsFile rng(dir / rank_file("rng", model.mesh().rank(), "safetensors"));
     auto generator = at::detail::getDefaultCPUGenerator();
     generator.set_state(rng.read("cpu"));
   }
   try {
-    TrainerState state{state_json.at("global_step").get<int64_t>(), state_json.at("data_position").get<int64_t>(),
+    TrainerState state{util::json_int(state_json.at("global_step"), "global_step"),
+                       util::json_int(state_json.at("data_position"), "data_position"),
                        state_json.value("args", nlohmann::json::object())};
     MT_CHECK(state.global_step >= 0 && state.data_position >= 0, dir / "trainer_state.json",
              ": negative step or data position");
@@ -283,19 +310,51 @@ void export_hf_checkpoint(parallel::ParallelModel& model, const fs::path& dir, u
   dist::barrier(mesh.group(MeshDim::World));
 }
 
-std::optional<fs::path> latest_checkpoint(const fs::path& output_dir) {
-  std::optional<fs::path> best;
-  int64_t best_step = -1;
-  if (!fs::is_directory(output_dir)) return best;
+namespace {
+
+// checkpoint-N directories by N, oldest first.
+std::vector<std::pair<int64_t, fs::path>> checkpoints_in(const fs::path& output_dir) {
+  std::vector<std::pair<int64_t, fs::path>> found;
+  if (!fs::is_directory(output_dir)) return found;
   for (auto& entry : fs::directory_iterator(output_dir)) {
     std::smatch m;
     auto name = entry.path().filename().string();
-    if (entry.is_directory() && std::regex_match(name, m, kCheckpointName) && std::stoll(m[1]) > best_step) {
-      best_step = std::stoll(m[1]);
-      best = entry.path();
-    }
+    if (entry.is_directory() && std::regex_match(name, m, kCheckpointName)) found.emplace_back(std::stoll(m[1]), entry.path());
   }
-  return best;
+  std::sort(found.begin(), found.end());
+  return found;
+}
+
+// The first file a complete checkpoint would have and this one lacks; empty when none is missing.
+std::string missing_file(const fs::path& dir) {
+  int world = 0;
+  try {
+    world = static_cast<int>(util::json_int(
+        nlohmann::json::parse(util::read_file(dir / "trainer_state.json")).at("world_size"), "world_size"));
+  } catch (const std::exception&) {
+    return "trainer_state.json";
+  }
+  for (int r = 0; r < world; ++r)
+    for (auto name : {rank_file("manifest", r, "json"), rank_file("shards", r, "safetensors")})
+      if (!fs::exists(dir / name)) return name;
+  return "";
+}
+
+}  // namespace
+
+std::optional<fs::path> latest_checkpoint(const fs::path& output_dir) {
+  auto found = checkpoints_in(output_dir);
+  for (auto it = found.rbegin(); it != found.rend(); ++it) {
+    const auto missing = missing_file(it->second);
+    if (missing.empty()) return it->second;
+    std::fprintf(stderr, "warning: skipping the incomplete checkpoint %s (no %s)\n", it->second.c_str(), missing.c_str());
+  }
+  return std::nullopt;
+}
+
+void prune_checkpoints(const fs::path& output_dir, int64_t keep) {
+  auto found = checkpoints_in(output_dir);
+  for (size_t i = 0; i + keep < found.size(); ++i) fs::remove_all(found[i].second);
 }
 
 }  // namespace meshtrain::train

@@ -31,7 +31,11 @@ TrainerState load_training_checkpoint(const std::filesystem::path& checkpoint_di
 // written by rank 0, so no rank holds more than one full tensor beyond its shards. Collective.
 void export_hf_checkpoint(parallel::ParallelModel& model, const std::filesystem::path& dir, uint64_t max_shard_bytes = 0);
 
-// The checkpoint-N in output_dir with the largest N, if any.
+// The complete checkpoint-N in output_dir with the largest N, if any; incomplete ones (a file
+// missing, as after a copy cut short) are skipped with a warning naming what is missing.
 std::optional<std::filesystem::path> latest_checkpoint(const std::filesystem::path& output_dir);
+
+// Removes all but the newest `keep` checkpoint-N directories of output_dir.
+void prune_checkpoints(const std::filesystem::path& output_dir, int64_t keep);
 
 }  // namespace meshtrain::train

@@ -1,16 +1,21 @@
 #include "train/trainer.h"
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
-#include <fstream>
+#include <sstream>
 
 #include "data/window_sampler.h"
 #include "dist/device_mesh.h"
+#include "dist/failure_board.h"
 #include "nn/causal_lm_loss.h"
 #include "train/adamw.h"
 #include "train/checkpoint.h"
 #include "train/lr_schedule.h"
+#include "train/preemption.h"
+#include "train/run_directory.h"
 #include "util/check.h"
+#include "util/files.h"
 #include "util/gemm_rate.h"
 #include "util/progress.h"
 
@@ -26,7 +31,7 @@ class IntervalLog {
  public:
   IntervalLog(const fs::path& metrics, bool main_rank, double flops_per_token, double peak_flops, int world)
       : main_rank_(main_rank), flops_per_token_(flops_per_token), peak_flops_(peak_flops), world_(world) {
-    if (main_rank_) out_.open(metrics, std::ios::app);
+    if (main_rank_) out_ = util::AppendFile(metrics);
   }
 
   void add(const StepRecord& r, int64_t tokens) {
@@ -58,7 +63,7 @@ class IntervalLog {
           per_layer.emplace_back(counts[l].data_ptr<int64_t>(), counts[l].data_ptr<int64_t>() + counts.size(1));
         j["tokens_per_expert"] = per_layer;
       }
-      out_ << j.dump() << "\n" << std::flush;
+      out_.append(j.dump() + "\n");
       char buf[160];
       std::snprintf(buf, sizeof buf, "step %lld loss %.4f grad_norm %.3f lr %.3g tokens/s %.0f mfu %.1f%%",
                     (long long)r.step, loss, r.grad_norm, r.lr, tokens_per_s, 100 * mfu);
@@ -75,7 +80,7 @@ class IntervalLog {
   bool main_rank_;
   double flops_per_token_, peak_flops_;
   int world_;
-  std::ofstream out_;
+  util::AppendFile out_;
   double loss_ = 0.0;
   int64_t steps_ = 0, tokens_ = 0;
   parallel::MoeStepStats moe_;
@@ -83,11 +88,14 @@ class IntervalLog {
 };
 
 // The state to start from: a fresh run, or a checkpoint (resume_from_checkpoint, "latest" being
-// output_dir's newest) restored into the model and optimizer.
-TrainerState start_state(const TrainingArguments& args, parallel::ParallelModel& model, AdamW& optimizer, bool talk) {
+// output_dir's newest; after a restart, that newest one if there is any) restored into the model
+// and optimizer.
+TrainerState start_state(const TrainingArguments& args, parallel::ParallelModel& model, AdamW& optimizer, bool talk,
+                         bool resume_if_possible) {
   TrainerState state{0, 0, args.to_json()};
-  if (args.resume_from_checkpoint.empty()) return state;
   fs::path ckpt = args.resume_from_checkpoint;
+  if (ckpt.empty() && resume_if_possible) ckpt = latest_checkpoint(args.output_dir).value_or(fs::path());
+  if (ckpt.empty()) return state;
   if (args.resume_from_checkpoint == "latest") {
     auto latest = latest_checkpoint(args.output_dir);
     MT_CHECK(latest, "--resume_from_checkpoint latest: no checkpoint-N in ", fs::path(args.output_dir));
@@ -99,17 +107,42 @@ TrainerState start_state(const TrainingArguments& args, parallel::ParallelModel&
   return state;
 }
 
+// On resume, the rows of metrics.jsonl past the resumed step go: they belong to the run that was
+// interrupted, and the file stays one curve.
+void keep_metrics_through(const fs::path& metrics, int64_t step) {
+  if (!fs::exists(metrics)) return;
+  std::istringstream in(util::read_file(metrics));
+  std::string kept;
+  for (std::string line; std::getline(in, line);) {
+    try {
+      if (nlohmann::json::parse(line).at("step").get<int64_t>() > step) continue;
+    } catch (const nlohmann::json::exception&) {
+      continue;  // a line torn by a crash
+    }
+    kept += line + "\n";
+  }
+  util::write_file_atomic(metrics, kept);
+}
+
+// A loss or gradient norm that is not finite would make every weight NaN: stop before the update.
+void check_finite(int64_t step, double loss, double grad_norm, const fs::path& out_dir) {
+  if (std::isfinite(loss) && std::isfinite(grad_norm)) return;
+  const auto last = latest_checkpoint(out_dir);
+  fail("step ", step, ": the loss is ", loss, " and the gradient norm ", grad_norm,
+       "; stopped before the optimizer step. ",
+       last ? "The last good checkpoint is " + last->string() : std::string("No checkpoint was saved"),
+       " (lower --learning_rate or raise --warmup_steps, then --resume_from_checkpoint)");
+}
+
 }  // namespace
 
 Trainer::Trainer(std::shared_ptr<parallel::ParallelModel> model, const data::TokenDataset& dataset, int64_t seq_len,
                  TrainingArguments args)
     : model_(std::move(model)), dataset_(dataset), seq_len_(seq_len), args_(std::move(args)) {
   args_.validate();
-  const auto& c = model_->model().config();
   MT_CHECK(seq_len_ >= 2, "--seq_len must be at least 2, got ", seq_len_);
   model_->check_sequence_length(seq_len_);
-  MT_CHECK(dataset_.max_token() < c.vocab_size, "the data holds token id ", dataset_.max_token(),
-           " but the model's vocab_size is ", c.vocab_size);
+  dataset_.check_ids(model_->model().config().vocab_size);
 }
 
 std::vector<parallel::MicroBatch> Trainer::micro_batches(const data::WindowSampler& sampler, int64_t position) const {
@@ -130,11 +163,16 @@ std::vector<StepRecord> Trainer::train() {
   const bool main_rank = mesh.rank() == 0;
   const bool talk = verbose && main_rank;
   const fs::path out_dir(args_.output_dir);
-  if (main_rank) fs::create_directories(out_dir);
+  std::unique_ptr<RunDirectory> run_dir;
+  dist::collective_check(mesh.group(MeshDim::World),
+                         [&] { run_dir = std::make_unique<RunDirectory>(out_dir, mesh.rank()); });
   data::WindowSampler sampler(dataset_, seq_len_, static_cast<uint64_t>(args_.seed));
   AdamW optimizer(model_->model().named_params(),
                   {args_.adam_beta1, args_.adam_beta2, args_.adam_epsilon, args_.weight_decay});
-  TrainerState state = start_state(args_, *model_, optimizer, talk);
+  TrainerState state = start_state(args_, *model_, optimizer, talk, resume_if_possible);
+  if (main_rank && (state.global_step > 0 || resume_if_possible))
+    keep_metrics_through(out_dir / "metrics.jsonl", state.global_step);
+  PreemptionWatch preemption;
 
   const int64_t global_batch = args_.per_device_train_batch_size * args_.gradient_accumulation_steps *
                                mesh.size(MeshDim::Dp);
@@ -152,6 +190,7 @@ std::vector<StepRecord> Trainer::train() {
     auto loss = parallel::step_loss(*model_, micro_batches(sampler, state.data_position), parallel::Pass::ForwardBackward);
     state.data_position += global_batch;
     const double grad_norm = model_->clip_grad_norm(args_.max_grad_norm);
+    check_finite(step + 1, loss.mean(), grad_norm, out_dir);  // the same global values on every rank
     const double lr = args_.learning_rate *
                       lr_multiplier(args_.lr_scheduler_type, step, args_.warmup_steps, args_.max_steps);
     optimizer.step(lr);
@@ -163,8 +202,20 @@ std::vector<StepRecord> Trainer::train() {
     const bool logging = state.global_step % args_.logging_steps == 0 || state.global_step == args_.max_steps;
     const std::string line = logging ? log.flush(record, state.data_position * seq_len_) : "";
     if (talk) progress.update(state.global_step, line, logging);
-    if (args_.save_steps > 0 && state.global_step % args_.save_steps == 0 && state.global_step < args_.max_steps)
-      save_training_checkpoint(out_dir, *model_, optimizer, state);
+    const bool more = state.global_step < args_.max_steps;
+    const bool stop = more && preemption.requested(mesh.group(MeshDim::World));
+    if ((more && args_.save_steps > 0 && state.global_step % args_.save_steps == 0) || stop) {
+      const auto saved = save_training_checkpoint(out_dir, *model_, optimizer, state);
+      if (main_rank && args_.save_total_limit > 0) prune_checkpoints(out_dir, args_.save_total_limit);
+      if (stop) {
+        if (talk) progress.finish();
+        if (talk)
+          std::fprintf(stderr, "SIGTERM: saved %s after step %lld; continue with --resume_from_checkpoint latest\n",
+                       saved.c_str(), (long long)state.global_step);
+        preempted_ = true;
+        return records;
+      }
+    }
   }
   if (talk) progress.finish();
   export_hf_checkpoint(*model_, out_dir);

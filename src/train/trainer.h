@@ -28,13 +28,17 @@ class Trainer {
  public:
   Trainer(std::shared_ptr<parallel::ParallelModel> model, const data::TokenDataset& dataset, int64_t seq_len,
           TrainingArguments args);
-  // Trains to args.max_steps (resuming first when asked); returns the steps run here.
+  // Trains to args.max_steps (resuming first when asked); returns the steps run here. After
+  // SIGTERM it saves a checkpoint at the end of the step and returns early (preempted()).
   std::vector<StepRecord> train();
+  bool preempted() const { return preempted_; }
 
   // Whether rank 0 prints to stderr (tests turn it off).
   bool verbose = true;
   // fp32 GEMM rate for MFU; measured at the start of train() when not set.
   double peak_flops = 0.0;
+  // A restarted run (launch --max_restarts) continues from output_dir's newest checkpoint, if any.
+  bool resume_if_possible = false;
 
  private:
   // This rank's micro-batches of the global step that starts at stream position `position`.
@@ -44,6 +48,7 @@ class Trainer {
   const data::TokenDataset& dataset_;
   int64_t seq_len_;
   TrainingArguments args_;
+  bool preempted_ = false;
 };
 
 }  // namespace meshtrain::train

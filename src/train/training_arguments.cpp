@@ -1,6 +1,7 @@
 #include "train/training_arguments.h"
 
 #include <charconv>
+#include <cmath>
 #include <functional>
 
 #include "util/check.h"
@@ -23,10 +24,10 @@ double parse_double(const std::string& name, const std::string& v) {
   try {
     size_t used = 0;
     double out = std::stod(v, &used);
-    if (used == v.size()) return out;
+    if (used == v.size() && std::isfinite(out)) return out;
   } catch (const std::exception&) {
   }
-  throw UsageError(str_cat("--", name, " expects a number, got '", v, "'"));
+  throw UsageError(str_cat("--", name, " expects a finite number, got '", v, "'"));
 }
 
 LrSchedulerType parse_scheduler(const std::string& v) {
@@ -69,6 +70,7 @@ const std::map<std::string, Field>& fields() {
         "linear | cosine | constant | constant_with_warmup"}},
       MT_INT_FIELD(logging_steps, "log every N steps (metrics.jsonl, progress)"),
       MT_INT_FIELD(save_steps, "checkpoint every N steps (0: only the final model)"),
+      MT_INT_FIELD(save_total_limit, "keep only the newest N checkpoint-* directories (0: keep all)"),
       MT_INT_FIELD(seed, "seed for initialisation and data order"),
       MT_STRING_FIELD(output_dir, "where metrics, checkpoints and the final model go"),
       MT_STRING_FIELD(resume_from_checkpoint, "checkpoint-N directory, or 'latest' in output_dir"),
@@ -121,6 +123,7 @@ void TrainingArguments::validate() const {
   positive("learning_rate", learning_rate);
   positive("adam_epsilon", adam_epsilon);
   if (save_steps < 0) throw UsageError(str_cat("--save_steps must be >= 0, got ", save_steps));
+  if (save_total_limit < 0) throw UsageError(str_cat("--save_total_limit must be >= 0, got ", save_total_limit));
   if (warmup_steps < 0 || warmup_steps > max_steps)
     throw UsageError(str_cat("--warmup_steps must be in [0, max_steps=", max_steps, "], got ", warmup_steps));
   if (weight_decay < 0) throw UsageError(str_cat("--weight_decay must be >= 0, got ", weight_decay));

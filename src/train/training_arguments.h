@@ -25,6 +25,7 @@ struct TrainingArguments {
   LrSchedulerType lr_scheduler_type = LrSchedulerType::Linear;
   int64_t logging_steps = 10;
   int64_t save_steps = 500;  // 0: no intermediate checkpoints
+  int64_t save_total_limit = 0;  // keep the newest N checkpoints; 0: all
   int64_t seed = 42;
   std::string output_dir = "runs/meshtrain";
   std::string resume_from_checkpoint;  // a checkpoint-N dir, or "latest" in output_dir

@@ -88,6 +88,12 @@ TEST(LlamaConfig, RejectsUnknownModelTypeAndInconsistentFields) {
   j = base;
   j["hidden_size"] = "big";
   expect_error(j, "field \"hidden_size\" has the wrong type");
+  j["hidden_size"] = 6.5e74;  // found by bench/fuzz.sh: converting it was undefined behaviour
+  expect_error(j, "field \"hidden_size\" 6.5e+74 is not an integer in range");
+  j["hidden_size"] = 64.5;
+  expect_error(j, "field \"hidden_size\" 64.5 is not an integer in range");
+  j["hidden_size"] = 48.0;
+  EXPECT_EQ(models::LlamaConfig::from_json(j, "cfg").hidden_size, 48);
   j = base;
   j["rope_parameters"] = {{"rope_type", "yarn"}, {"factor", 2.0}};
   expect_error(j, "unsupported rope_type \"yarn\"");

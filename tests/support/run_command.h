@@ -1,7 +1,8 @@
 // Runs a shell command for the tests (the CLI, and transformers through tests/tools/hf_check.py),
-// capturing its exit code, stdout and stderr.
+// capturing its exit code, stdout and stderr; whether a started process is still alive.
 #pragma once
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/wait.h>
 
 #include <cstdlib>
@@ -41,6 +42,16 @@ inline CommandResult run_command(const std::string& command) {
   std::filesystem::remove(out);
   std::filesystem::remove(err);
   return r;
+}
+
+// Alive and not a zombie waiting for its (re)parent to reap it.
+inline bool alive(pid_t pid) {
+  if (::kill(pid, 0) != 0) return false;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string s;
+  std::getline(stat, s);
+  const auto close = s.rfind(')');
+  return !(close != std::string::npos && close + 2 < s.size() && s[close + 2] == 'Z');
 }
 
 // tests/tools/hf_check.py run by transformers' Python with the given arguments.

@@ -43,16 +43,6 @@ std::vector<pid_t> read_pids(const fs::path& file) {
   return pids;
 }
 
-// Alive and not a zombie waiting for its (re)parent to reap it.
-bool alive(pid_t pid) {
-  if (::kill(pid, 0) != 0) return false;
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string s;
-  std::getline(stat, s);
-  const auto close = s.rfind(')');
-  return !(close != std::string::npos && close + 2 < s.size() && s[close + 2] == 'Z');
-}
-
 // True once none of the pids is alive (reparented orphans may take a moment to be reaped).
 bool all_gone(const std::vector<pid_t>& pids) {
   const auto start = Clock::now();
