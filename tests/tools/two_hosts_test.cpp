@@ -87,6 +87,25 @@ class TwoHosts : public ::testing::Test {
     return {first, other.get()};
   }
 
+  // kill -9 of global rank `rank` (found by its environment among the processes whose command
+  // line names `run_dir`) once `logged` holds `steps` lines of metrics; resolves to when it did.
+  static std::future<Clock::time_point> kill_rank_once_logged(int rank, const fs::path& logged, size_t steps,
+                                                              const fs::path& run_dir) {
+    return std::async(std::launch::async, [=] {
+      const auto start = Clock::now();
+      while (seconds_since(start) < 60) {
+        const auto text = slurp(logged / "metrics.jsonl");
+        if (static_cast<size_t>(std::count(text.begin(), text.end(), '\n')) >= steps) {
+          run_command("for p in $(pgrep -f " + run_dir.string() + "); do tr '\\0' '\\n' < /proc/$p/environ "
+                      "2>/dev/null | grep -qx RANK=" + std::to_string(rank) + " && kill -9 $p; done");
+          break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+      return Clock::now();
+    });
+  }
+
   static std::string ns_[2], veth_[2], skip_reason_;
   static fs::path dir_;
 };
@@ -148,19 +167,7 @@ TEST_F(TwoHosts, ARankKilledOnTheSecondHostEndsBothWithinTheTimeout) {
   // Rank 2 (node 1, local rank 0) is killed once node 0 has logged two steps.
   const std::string train = " --per_device_train_batch_size 2 --dp_shard_size 4 --max_steps 1000000";
   fs::remove_all(dir_ / "node0");
-  auto killer = std::async(std::launch::async, [&] {
-    const auto start = Clock::now();
-    while (seconds_since(start) < 60) {
-      const auto logged = slurp(dir_ / "node0/metrics.jsonl");
-      if (std::count(logged.begin(), logged.end(), '\n') >= 2) {
-        run_command("for p in $(pgrep -f " + (dir_ / "node1").string() + "); do tr '\\0' '\\n' < /proc/$p/environ "
-                    "2>/dev/null | grep -qx RANK=2 && kill -9 $p; done");
-        return Clock::now();
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    return Clock::now();
-  });
+  auto killer = kill_rank_once_logged(2, dir_ / "node0", 2, dir_ / "node1");
   auto both = run_both(29605, 10, {"MESHTRAIN_TEST=1", "MESHTRAIN_TEST=1"}, train);
   const auto killed = killer.get();
   for (int node = 0; node < 2; ++node) {
@@ -177,18 +184,7 @@ TEST_F(TwoHosts, WithMaxRestartsARunThatLosesARankCompletesOnTheUninterruptedCur
   ASSERT_EQ(full[0].first.exit_code, 0) << full[0].first.err;
   // Rank 2 (node 1) is killed once five steps are logged; both launchers restart their ranks,
   // which resume from the newest checkpoint in the directory both nodes share.
-  auto killer = std::async(std::launch::async, [&] {
-    const auto start = Clock::now();
-    while (seconds_since(start) < 60) {
-      const auto logged = slurp(dir_ / "restarted/metrics.jsonl");
-      if (std::count(logged.begin(), logged.end(), '\n') >= 5) {
-        run_command("for p in $(pgrep -f " + (dir_ / "restarted").string() + "); do tr '\\0' '\\n' < /proc/$p/environ "
-                    "2>/dev/null | grep -qx RANK=2 && kill -9 $p; done");
-        return;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-  });
+  auto killer = kill_rank_once_logged(2, dir_ / "restarted", 5, dir_ / "restarted");
   auto both = run_both(29607, 30, env, train, " --max_restarts 1", "restarted");
   killer.get();
   for (int node = 0; node < 2; ++node) {
