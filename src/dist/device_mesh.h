@@ -55,10 +55,10 @@ class DeviceMesh {
   Group& group(MeshDim dim) const;
   // The dim over which tensor parallelism splits each expert: etp under router masking, else tp.
   MeshDim expert_tensor_dim() const { return sizes_.ep_in_tp && sizes_.ep > 1 ? MeshDim::Etp : MeshDim::Tp; }
+  std::vector<MeshDim> dims_with_groups() const;  // the dims create_groups makes groups for
 
  private:
   int64_t dim_size(MeshDim dim) const;
-  std::vector<MeshDim> dims_with_groups() const;  // the dims create_groups makes groups for
   MeshSizes sizes_;
   int rank_;
   std::array<int64_t, kMeshDims.size()> coords_{};

@@ -44,6 +44,9 @@ class Fsdp {
   at::Tensor flatten_grads(const Unit& unit, const std::vector<at::Tensor>& grads) const;
   dist::Group& shard_group() const { return shard_group_; }
   dist::Group& replicate_group() const { return replicate_group_; }
+  // [root, layer 0, layer 1, ...], for the planner.
+  const std::vector<Unit>& units() const { return units_; }
+  bool reshard_after_forward() const { return reshard_after_forward_; }
 
  private:
   void gather(Unit& unit);

@@ -61,6 +61,7 @@ class ParallelModel {
   models::LlamaForCausalLM& model() { return *model_; }
   const dist::DeviceMesh& mesh() const { return *mesh_; }
   const DdpReducer* ddp() const { return parts_.ddp.get(); }
+  const Fsdp* fsdp() const { return parts_.fsdp.get(); }
   const TpReport& tp_report() const { return *parts_.tp; }
   const GradSyncPlan& sync_plan() const { return *parts_.sync; }
 

@@ -19,6 +19,7 @@
 #include "util/check.h"
 #include "util/error_text.h"
 #include "util/files.h"
+#include "util/memory_meter.h"
 
 namespace {
 
@@ -31,7 +32,8 @@ const char* kUsage =
     "  generate   continue a prompt (greedy or top-k sampling, byte tokenizer)\n"
     "  info       parameters and FLOPs per token of a config; the runtime's threads and BLAS\n"
     "  launch     start N ranks of a command, as torchrun does (meshtrain launch -n N -- train ...)\n"
-    "  plan       each rank's mesh coordinates and groups for a world size and parallel sizes\n";
+    "  plan       each rank's mesh coordinates and groups; with a config, predicted memory and bytes per\n"
+    "             mesh dim, or every layout of a world ranked by them\n";
 
 // One intra-op pool (OpenMP, which MKL shares) sized to this process's share of the cores.
 void configure_threads() {
@@ -83,6 +85,7 @@ int dispatch(const std::string& command, const std::vector<std::string>& args, b
   using namespace meshtrain;
   try {
     configure_threads();
+    util::install_memory_meter();  // before the model's tensors, so that they are counted
     if (command == "train") return tools::run_train(args);
     if (command == "eval") return tools::run_eval(args);
     if (command == "generate") return tools::run_generate(args);

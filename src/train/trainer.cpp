@@ -17,6 +17,7 @@
 #include "util/check.h"
 #include "util/files.h"
 #include "util/gemm_rate.h"
+#include "util/memory_meter.h"
 #include "util/progress.h"
 
 namespace meshtrain::train {
@@ -26,12 +27,16 @@ namespace fs = std::filesystem;
 namespace {
 
 // What is logged every logging_steps steps: the interval's mean loss, its throughput and MFU,
-// and for MoE models its routing. Written to metrics.jsonl by rank 0.
+// rank 0's peak tensor memory (when metered) and bytes sent per step on each mesh dim, and for
+// MoE models its routing. Written to metrics.jsonl by rank 0.
 class IntervalLog {
  public:
-  IntervalLog(const fs::path& metrics, bool main_rank, double flops_per_token, double peak_flops, int world)
-      : main_rank_(main_rank), flops_per_token_(flops_per_token), peak_flops_(peak_flops), world_(world) {
+  IntervalLog(const fs::path& metrics, const dist::DeviceMesh& mesh, double flops_per_token, double peak_flops)
+      : mesh_(mesh), main_rank_(mesh.rank() == 0), flops_per_token_(flops_per_token), peak_flops_(peak_flops),
+        world_(mesh.world_size()) {
     if (main_rank_) out_ = util::AppendFile(metrics);
+    bytes_at_start_ = bytes_sent();
+    util::reset_peak_memory();  // the first interval's peak is training's, not the model set-up's
   }
 
   void add(const StepRecord& r, int64_t tokens) {
@@ -54,6 +59,14 @@ class IntervalLog {
       nlohmann::json j = {{"step", r.step},         {"loss", loss},  {"grad_norm", r.grad_norm},
                           {"lr", r.lr},             {"tokens", tokens_seen},
                           {"tokens_per_s", tokens_per_s}, {"mfu", mfu}};
+      const auto bytes = bytes_sent();
+      nlohmann::json per_dim = nlohmann::json::object();
+      for (auto& [dim, sent] : bytes)
+        if (sent > bytes_at_start_[dim]) per_dim[name_of(dim)] = static_cast<double>(sent - bytes_at_start_[dim]) / steps_;
+      if (!per_dim.empty()) j["bytes_sent_per_step"] = per_dim;
+      const bool metered = util::memory_meter_installed();
+      const double peak_mib = static_cast<double>(util::max_memory_allocated()) / (1 << 20);
+      if (metered) j["peak_memory_mib"] = peak_mib;
       if (moe_.micro_batches > 0) {
         j["aux_loss"] = moe_.aux_loss();
         j["dropped_tokens"] = moe_.dropped;
@@ -68,15 +81,25 @@ class IntervalLog {
       std::snprintf(buf, sizeof buf, "step %lld loss %.4f grad_norm %.3f lr %.3g tokens/s %.0f mfu %.1f%%",
                     (long long)r.step, loss, r.grad_norm, r.lr, tokens_per_s, 100 * mfu);
       line = buf;
+      if (metered) line += str_cat(" mem ", static_cast<int64_t>(std::ceil(peak_mib)), "MiB");
     }
     loss_ = 0.0;
     steps_ = tokens_ = 0;
     moe_ = parallel::MoeStepStats{};
+    util::reset_peak_memory();
+    bytes_at_start_ = bytes_sent();
     start_ = std::chrono::steady_clock::now();
     return line;
   }
 
  private:
+  std::map<MeshDim, uint64_t> bytes_sent() const {
+    std::map<MeshDim, uint64_t> out;
+    for (auto dim : mesh_.dims_with_groups()) out[dim] = mesh_.group(dim).bytes_sent();
+    return out;
+  }
+
+  const dist::DeviceMesh& mesh_;
   bool main_rank_;
   double flops_per_token_, peak_flops_;
   int world_;
@@ -84,6 +107,7 @@ class IntervalLog {
   double loss_ = 0.0;
   int64_t steps_ = 0, tokens_ = 0;
   parallel::MoeStepStats moe_;
+  std::map<MeshDim, uint64_t> bytes_at_start_;
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
 };
 
@@ -181,8 +205,7 @@ std::vector<StepRecord> Trainer::train() {
     std::fprintf(stderr, "training %lld parameters on %d rank(s), total_train_batch_size %lld x %lld tokens, %lld steps\n",
                  (long long)model_->model().config().num_parameters(), mesh.world_size(), (long long)global_batch,
                  (long long)seq_len_, (long long)args_.max_steps);
-  IntervalLog log(out_dir / "metrics.jsonl", main_rank, model_->model().config().flops_per_token(seq_len_), peak_flops,
-                  mesh.world_size());
+  IntervalLog log(out_dir / "metrics.jsonl", mesh, model_->model().config().flops_per_token(seq_len_), peak_flops);
   util::Progress progress(args_.max_steps);
   std::vector<StepRecord> records;
   for (int64_t step = state.global_step; step < args_.max_steps; ++step) {

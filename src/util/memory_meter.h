@@ -1,0 +1,16 @@
+// Bytes of CPU tensors alive and their peak, counted by a wrapper around c10's CPU allocator:
+// the CPU counterpart of torch.cuda.memory_allocated / max_memory_allocated. Process-wide, as
+// the allocator is; tensors made before install_memory_meter() are not counted.
+#pragma once
+#include <cstdint>
+
+namespace meshtrain::util {
+
+void install_memory_meter();
+bool memory_meter_installed();
+int64_t memory_allocated();
+int64_t max_memory_allocated();
+// The peak restarts from what is allocated now.
+void reset_peak_memory();
+
+}  // namespace meshtrain::util
