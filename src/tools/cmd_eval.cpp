@@ -3,14 +3,11 @@
 #include <cstdio>
 #include <iostream>
 
-#include "data/eval_windows.h"
-#include "dist/device_mesh.h"
 #include "models/hf_weights.h"
-#include "nn/causal_lm_loss.h"
-#include "parallel/step_loss.h"
 #include "tools/commands.h"
 #include "tools/flags.h"
 #include "tools/parallel_flags.h"
+#include "train/evaluation.h"
 #include "util/check.h"
 
 namespace meshtrain::tools {
@@ -39,25 +36,9 @@ int run_eval(const Args& argv) {
   auto& model = *parallel_model;
   model.check_sequence_length(seq_len);
   dataset->check_ids(model.model().config().vocab_size);
-  const int64_t windows = data::num_consecutive_windows(*dataset, seq_len);
-
-  // Every rank runs the same number of forwards (sharded layers communicate inside them); a
-  // data-parallel rank past the last batch runs one whose targets are all ignored.
-  auto& dp = runtime.mesh->group(MeshDim::Dp);
-  const int64_t batches = (windows + batch - 1) / batch;
-  const int64_t rounds = (batches + dp.size() - 1) / dp.size();
-  std::vector<parallel::MicroBatch> mine;
-  for (int64_t round = 0; round < rounds; ++round) {
-    const int64_t b = round * dp.size() + dp.rank();
-    const bool real = b < batches;
-    const int64_t first = real ? b * batch : 0;
-    auto ids = data::consecutive_windows(*dataset, seq_len, first, std::min(batch, windows - first));
-    mine.push_back({ids, real ? nn::shift_labels(ids) : at::full_like(ids, nn::kIgnoreIndex)});
-  }
-  at::NoGradGuard no_grad;
-  const auto loss = parallel::step_loss(model, mine, parallel::Pass::Forward);
+  const auto result = train::evaluate(model, *dataset, seq_len, batch);
   if (runtime.env.rank == 0)
-    std::printf("eval_loss: %.6f\neval_tokens: %lld\n", loss.mean(), static_cast<long long>(loss.targets));
+    std::printf("eval_loss: %.6f\neval_tokens: %lld\n", result.loss, static_cast<long long>(result.tokens));
   return 0;
 }
 

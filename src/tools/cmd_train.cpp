@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "data/token_dataset.h"
+#include "data/validation_split.h"
 #include "models/hf_weights.h"
 #include "tools/commands.h"
 #include "tools/flags.h"
@@ -26,6 +27,8 @@ std::vector<FlagSpec> train_flags() {
       {"config_name", std::string("HF config.json of a fresh model (default ") + kDefaultConfig + ")"},
       {"data", std::string("token file: .npy .bin .txt .jsonl (default ") + kDefaultData + ")"},
       {"seq_len", "tokens per training window (default 256)"},
+      {"eval_data", "token file evaluated every --eval_steps (eval_loss, eval_ppl in metrics.jsonl)"},
+      {"validation_split_percentage", "hold out the first P% of --data's windows as the eval data"},
       {"moe_capacity_factor", "MoE: each expert takes at most ceil(f * N * k / E) of a forward's N*k assignments, "
                               "the rest dropped and counted (default: config.json capacity_factor, 0 = dropless)"},
       {"args", "JSON file of TrainingArguments; flags override it (default job: " +
@@ -51,6 +54,11 @@ int run_train(const Args& argv) {
   const bool default_job = !flags.has("config_name") && !flags.has("model_name_or_path");
 
   train::TrainingArguments args;
+  const bool eval_given = flags.has("eval_data") || flags.has("validation_split_percentage");
+  if (flags.has("eval_data") && flags.has("validation_split_percentage"))
+    throw UsageError("meshtrain train: give --eval_data or --validation_split_percentage, not both");
+  // Eval data means evaluating, unless the arguments say eval_strategy no.
+  if (eval_given) args.eval_strategy = train::EvalStrategy::Steps;
   std::string args_file = flags.get("args", default_job ? kDefaultArgs : "");
   if (!args_file.empty()) {
     args_file = resolve_path(args_file);
@@ -68,7 +76,18 @@ int run_train(const Args& argv) {
   const int64_t seq_len = flags.get_int("seq_len", 256);
   if (seq_len < 2) throw UsageError("meshtrain train: --seq_len must be at least 2, got " + std::to_string(seq_len));
 
+  if (args.eval_strategy == train::EvalStrategy::Steps && !eval_given)
+    throw UsageError("meshtrain train: --eval_strategy steps needs --eval_data or --validation_split_percentage");
   auto dataset = data::open_token_dataset(resolve_path(flags.get("data", kDefaultData)));
+  const data::TokenDataset* train_data = dataset.get();
+  std::unique_ptr<data::TokenDataset> eval_file;
+  data::ValidationSplit split;
+  if (flags.has("eval_data")) eval_file = data::open_token_dataset(resolve_path(flags.get("eval_data", "")));
+  if (flags.has("validation_split_percentage")) {
+    split = data::split_validation(*dataset, seq_len, flags.get_double("validation_split_percentage", 0.0));
+    train_data = split.train.get();
+  }
+  const data::TokenDataset* eval_data = eval_file ? eval_file.get() : split.eval.get();
   const auto options = parallel_options_from(flags);
   auto runtime = start_runtime_from(flags);
   std::shared_ptr<parallel::ParallelModel> parallel_model;
@@ -88,7 +107,8 @@ int run_train(const Args& argv) {
     for (auto& layer : parallel_model->model().moe_layers()) layer->set_capacity_factor(factor);
   }
   if (runtime.env.rank == 0) report_tp_plan(*parallel_model);
-  train::Trainer trainer(parallel_model, *dataset, seq_len, args);
+  train::Trainer trainer(parallel_model, *train_data, seq_len, args);
+  trainer.eval_data = eval_data;
   trainer.resume_if_possible = runtime.env.restart > 0;  // launch --max_restarts, or torchrun's
   trainer.train();
   return 0;

@@ -11,6 +11,7 @@
 #include "nn/causal_lm_loss.h"
 #include "train/adamw.h"
 #include "train/checkpoint.h"
+#include "train/evaluation.h"
 #include "train/lr_schedule.h"
 #include "train/preemption.h"
 #include "train/run_directory.h"
@@ -26,7 +27,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// What is logged every logging_steps steps: the interval's mean loss, its throughput and MFU,
+// What is logged every logging_steps steps (and every evaluation): the interval's mean loss, its throughput and MFU,
 // rank 0's peak tensor memory (when metered) and bytes sent per step on each mesh dim, and for
 // MoE models its routing. Written to metrics.jsonl by rank 0.
 class IntervalLog {
@@ -90,6 +91,20 @@ class IntervalLog {
     bytes_at_start_ = bytes_sent();
     start_ = std::chrono::steady_clock::now();
     return line;
+  }
+
+  // Writes an evaluation's row and returns its progress line; its time is left out of the
+  // interval's throughput.
+  std::string add_eval(int64_t step, const EvalResult& eval, std::chrono::steady_clock::duration took) {
+    start_ += took;
+    if (!main_rank_) return "";
+    nlohmann::json j = {{"step", step}, {"eval_loss", eval.loss}, {"eval_ppl", eval.perplexity()},
+                        {"eval_tokens", eval.tokens}, {"eval_runtime", std::chrono::duration<double>(took).count()}};
+    out_.append(j.dump() + "\n");
+    char buf[120];
+    std::snprintf(buf, sizeof buf, "step %lld eval_loss %.4f eval_ppl %.3f", (long long)step, eval.loss,
+                  eval.perplexity());
+    return buf;
   }
 
  private:
@@ -182,7 +197,14 @@ std::vector<parallel::MicroBatch> Trainer::micro_batches(const data::WindowSampl
   return out;
 }
 
+bool Trainer::evaluates_after(int64_t step) const {
+  return args_.eval_strategy == EvalStrategy::Steps && (step % args_.eval_interval() == 0 || step == args_.max_steps);
+}
+
 std::vector<StepRecord> Trainer::train() {
+  MT_CHECK(args_.eval_strategy == EvalStrategy::No || eval_data,
+           "--eval_strategy steps needs eval data (--eval_data or --validation_split_percentage)");
+  if (eval_data) check_eval_data(*eval_data, seq_len_, model_->model().config().vocab_size);
   const auto& mesh = model_->mesh();
   const bool main_rank = mesh.rank() == 0;
   const bool talk = verbose && main_rank;
@@ -225,6 +247,12 @@ std::vector<StepRecord> Trainer::train() {
     const bool logging = state.global_step % args_.logging_steps == 0 || state.global_step == args_.max_steps;
     const std::string line = logging ? log.flush(record, state.data_position * seq_len_) : "";
     if (talk) progress.update(state.global_step, line, logging);
+    if (evaluates_after(state.global_step)) {
+      const auto start = std::chrono::steady_clock::now();
+      const auto eval = evaluate(*model_, *eval_data, seq_len_, args_.per_device_eval_batch_size);
+      const std::string eval_line = log.add_eval(state.global_step, eval, std::chrono::steady_clock::now() - start);
+      if (talk) progress.update(state.global_step, eval_line, true);
+    }
     const bool more = state.global_step < args_.max_steps;
     const bool stop = more && preemption.requested(mesh.group(MeshDim::World));
     if ((more && args_.save_steps > 0 && state.global_step % args_.save_steps == 0) || stop) {

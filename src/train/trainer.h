@@ -1,6 +1,7 @@
 // The training loop on a mesh: each data-parallel rank takes its rows of the global step's
 // micro-batches, parallel::step_loss runs them (token-weighted loss over the global step), then
-// global-norm clipping, AdamW with HF's schedules, metrics.jsonl, checkpoints and exact resume.
+// global-norm clipping, AdamW with HF's schedules, evaluation, metrics.jsonl, checkpoints and exact
+// resume.
 #pragma once
 #include <memory>
 #include <vector>
@@ -39,10 +40,13 @@ class Trainer {
   double peak_flops = 0.0;
   // A restarted run (launch --max_restarts) continues from output_dir's newest checkpoint, if any.
   bool resume_if_possible = false;
+  // Evaluated every eval_steps under eval_strategy steps (must outlive the trainer).
+  const data::TokenDataset* eval_data = nullptr;
 
  private:
   // This rank's micro-batches of the global step that starts at stream position `position`.
   std::vector<parallel::MicroBatch> micro_batches(const data::WindowSampler& sampler, int64_t position) const;
+  bool evaluates_after(int64_t step) const;
 
   std::shared_ptr<parallel::ParallelModel> model_;
   const data::TokenDataset& dataset_;

@@ -39,6 +39,14 @@ LrSchedulerType parse_scheduler(const std::string& v) {
                            "constant_with_warmup; got '", v, "'"));
 }
 
+EvalStrategy parse_eval_strategy(const std::string& v) {
+  if (v == "no") return EvalStrategy::No;
+  if (v == "steps") return EvalStrategy::Steps;
+  if (v == "epoch")
+    throw UsageError("--eval_strategy epoch is not supported: training runs for --max_steps; use steps");
+  throw UsageError(str_cat("--eval_strategy must be one of no, steps; got '", v, "'"));
+}
+
 struct Field {
   Setter set;
   std::function<nlohmann::json(const TrainingArguments&)> get;
@@ -69,6 +77,11 @@ const std::map<std::string, Field>& fields() {
         [](auto& a) { return nlohmann::json(to_string(a.lr_scheduler_type)); },
         "linear | cosine | constant | constant_with_warmup"}},
       MT_INT_FIELD(logging_steps, "log every N steps (metrics.jsonl, progress)"),
+      {"eval_strategy", {[](auto& a, auto&, auto& v) { a.eval_strategy = parse_eval_strategy(v); },
+                         [](auto& a) { return nlohmann::json(to_string(a.eval_strategy)); },
+                         "no | steps: eval_loss on the eval data every eval_steps and after the last step"}},
+      MT_INT_FIELD(eval_steps, "evaluate every N steps (0: logging_steps)"),
+      MT_INT_FIELD(per_device_eval_batch_size, "eval windows per forward and data-parallel rank"),
       MT_INT_FIELD(save_steps, "checkpoint every N steps (0: only the final model)"),
       MT_INT_FIELD(save_total_limit, "keep only the newest N checkpoint-* directories (0: keep all)"),
       MT_INT_FIELD(seed, "seed for initialisation and data order"),
@@ -89,6 +102,8 @@ std::string to_string(LrSchedulerType t) {
   }
   return "?";
 }
+
+std::string to_string(EvalStrategy s) { return s == EvalStrategy::Steps ? "steps" : "no"; }
 
 bool TrainingArguments::has_field(const std::string& name) { return fields().contains(name); }
 
@@ -122,6 +137,8 @@ void TrainingArguments::validate() const {
   positive("logging_steps", logging_steps);
   positive("learning_rate", learning_rate);
   positive("adam_epsilon", adam_epsilon);
+  positive("per_device_eval_batch_size", per_device_eval_batch_size);
+  if (eval_steps < 0) throw UsageError(str_cat("--eval_steps must be >= 0, got ", eval_steps));
   if (save_steps < 0) throw UsageError(str_cat("--save_steps must be >= 0, got ", save_steps));
   if (save_total_limit < 0) throw UsageError(str_cat("--save_total_limit must be >= 0, got ", save_total_limit));
   if (warmup_steps < 0 || warmup_steps > max_steps)

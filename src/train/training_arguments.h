@@ -10,6 +10,7 @@
 namespace meshtrain::train {
 
 enum class LrSchedulerType { Linear, Cosine, Constant, ConstantWithWarmup };
+enum class EvalStrategy { No, Steps };
 
 struct TrainingArguments {
   int64_t per_device_train_batch_size = 8;
@@ -24,6 +25,9 @@ struct TrainingArguments {
   int64_t warmup_steps = 0;
   LrSchedulerType lr_scheduler_type = LrSchedulerType::Linear;
   int64_t logging_steps = 10;
+  EvalStrategy eval_strategy = EvalStrategy::No;  // steps: every eval_steps and after the last step
+  int64_t eval_steps = 0;                         // 0: logging_steps, as upstream
+  int64_t per_device_eval_batch_size = 8;
   int64_t save_steps = 500;  // 0: no intermediate checkpoints
   int64_t save_total_limit = 0;  // keep the newest N checkpoints; 0: all
   int64_t seed = 42;
@@ -40,8 +44,11 @@ struct TrainingArguments {
   void validate() const;
   // name -> one-line help, for --help.
   static const std::map<std::string, std::string>& field_help();
+  // Steps between evaluations when eval_strategy is steps.
+  int64_t eval_interval() const { return eval_steps > 0 ? eval_steps : logging_steps; }
 };
 
 std::string to_string(LrSchedulerType t);
+std::string to_string(EvalStrategy s);
 
 }  // namespace meshtrain::train
