@@ -14,6 +14,8 @@
 #include "train/lr_schedule.h"
 #include "train/preemption.h"
 #include "train/run_directory.h"
+#include "train/tensorboard_scalars.h"
+#include "train/tensorboard_writer.h"
 #include "util/check.h"
 #include "util/files.h"
 #include "util/gemm_rate.h"
@@ -26,11 +28,14 @@ namespace fs = std::filesystem;
 namespace {
 
 // What is logged every logging_steps steps: the interval's mean loss, its throughput and MFU,
-// and for MoE models its routing. Written to metrics.jsonl by rank 0.
+// and for MoE models its routing. Written to metrics.jsonl by rank 0, and as TensorBoard scalars
+// when a writer is given.
 class IntervalLog {
  public:
-  IntervalLog(const fs::path& metrics, bool main_rank, double flops_per_token, double peak_flops, int world)
-      : main_rank_(main_rank), flops_per_token_(flops_per_token), peak_flops_(peak_flops), world_(world) {
+  IntervalLog(const fs::path& metrics, bool main_rank, double flops_per_token, double peak_flops, int world,
+              std::unique_ptr<TensorBoardWriter> tensorboard)
+      : main_rank_(main_rank), flops_per_token_(flops_per_token), peak_flops_(peak_flops), world_(world),
+        tensorboard_(std::move(tensorboard)) {
     if (main_rank_) out_ = util::AppendFile(metrics);
   }
 
@@ -64,6 +69,7 @@ class IntervalLog {
         j["tokens_per_expert"] = per_layer;
       }
       out_.append(j.dump() + "\n");
+      if (tensorboard_) tensorboard_->add_scalars(r.step, tensorboard_scalars(j));
       char buf[160];
       std::snprintf(buf, sizeof buf, "step %lld loss %.4f grad_norm %.3f lr %.3g tokens/s %.0f mfu %.1f%%",
                     (long long)r.step, loss, r.grad_norm, r.lr, tokens_per_s, 100 * mfu);
@@ -81,6 +87,7 @@ class IntervalLog {
   double flops_per_token_, peak_flops_;
   int world_;
   util::AppendFile out_;
+  std::unique_ptr<TensorBoardWriter> tensorboard_;
   double loss_ = 0.0;
   int64_t steps_ = 0, tokens_ = 0;
   parallel::MoeStepStats moe_;
@@ -170,8 +177,17 @@ std::vector<StepRecord> Trainer::train() {
   AdamW optimizer(model_->model().named_params(),
                   {args_.adam_beta1, args_.adam_beta2, args_.adam_epsilon, args_.weight_decay});
   TrainerState state = start_state(args_, *model_, optimizer, talk, resume_if_possible);
-  if (main_rank && (state.global_step > 0 || resume_if_possible))
-    keep_metrics_through(out_dir / "metrics.jsonl", state.global_step);
+  const bool resumed = state.global_step > 0 || resume_if_possible;
+  if (main_rank && resumed) keep_metrics_through(out_dir / "metrics.jsonl", state.global_step);
+  // A new event file per run start; after a resume, TensorBoard drops the earlier files' events
+  // past the resumed step, as metrics.jsonl dropped its rows.
+  std::unique_ptr<TensorBoardWriter> tensorboard;
+  if (args_.reports_to_tensorboard())
+    dist::collective_check(mesh.group(MeshDim::World), [&] {
+      if (!main_rank) return;
+      tensorboard = std::make_unique<TensorBoardWriter>(args_.tensorboard_dir());
+      if (resumed) tensorboard->add_session_start(state.global_step + 1);
+    });
   PreemptionWatch preemption;
 
   const int64_t global_batch = args_.per_device_train_batch_size * args_.gradient_accumulation_steps *
@@ -182,7 +198,7 @@ std::vector<StepRecord> Trainer::train() {
                  (long long)model_->model().config().num_parameters(), mesh.world_size(), (long long)global_batch,
                  (long long)seq_len_, (long long)args_.max_steps);
   IntervalLog log(out_dir / "metrics.jsonl", main_rank, model_->model().config().flops_per_token(seq_len_), peak_flops,
-                  mesh.world_size());
+                  mesh.world_size(), std::move(tensorboard));
   util::Progress progress(args_.max_steps);
   std::vector<StepRecord> records;
   for (int64_t step = state.global_step; step < args_.max_steps; ++step) {
