@@ -15,6 +15,8 @@
 #include "train/lr_schedule.h"
 #include "train/preemption.h"
 #include "train/run_directory.h"
+#include "train/tensorboard_scalars.h"
+#include "train/tensorboard_writer.h"
 #include "util/check.h"
 #include "util/files.h"
 #include "util/gemm_rate.h"
@@ -27,14 +29,16 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// What is logged every logging_steps steps (and every evaluation): the interval's mean loss, its throughput and MFU,
-// rank 0's peak tensor memory (when metered) and bytes sent per step on each mesh dim, and for
-// MoE models its routing. Written to metrics.jsonl by rank 0.
+// What is logged every logging_steps steps (and every evaluation): the interval's mean loss,
+// its throughput and MFU, rank 0's peak tensor memory (when metered) and bytes sent per step on
+// each mesh dim, and for MoE models its routing. Written to metrics.jsonl by rank 0, and as
+// TensorBoard scalars when a writer is given.
 class IntervalLog {
  public:
-  IntervalLog(const fs::path& metrics, const dist::DeviceMesh& mesh, double flops_per_token, double peak_flops)
+  IntervalLog(const fs::path& metrics, const dist::DeviceMesh& mesh, double flops_per_token, double peak_flops,
+              std::unique_ptr<TensorBoardWriter> tensorboard)
       : mesh_(mesh), main_rank_(mesh.rank() == 0), flops_per_token_(flops_per_token), peak_flops_(peak_flops),
-        world_(mesh.world_size()) {
+        world_(mesh.world_size()), tensorboard_(std::move(tensorboard)) {
     if (main_rank_) out_ = util::AppendFile(metrics);
     bytes_at_start_ = bytes_sent();
     util::reset_peak_memory();  // the first interval's peak is training's, not the model set-up's
@@ -78,6 +82,7 @@ class IntervalLog {
         j["tokens_per_expert"] = per_layer;
       }
       out_.append(j.dump() + "\n");
+      if (tensorboard_) tensorboard_->add_scalars(r.step, tensorboard_scalars(j));
       char buf[160];
       std::snprintf(buf, sizeof buf, "step %lld loss %.4f grad_norm %.3f lr %.3g tokens/s %.0f mfu %.1f%%",
                     (long long)r.step, loss, r.grad_norm, r.lr, tokens_per_s, 100 * mfu);
@@ -101,6 +106,7 @@ class IntervalLog {
     nlohmann::json j = {{"step", step}, {"eval_loss", eval.loss}, {"eval_ppl", eval.perplexity()},
                         {"eval_tokens", eval.tokens}, {"eval_runtime", std::chrono::duration<double>(took).count()}};
     out_.append(j.dump() + "\n");
+    if (tensorboard_) tensorboard_->add_scalars(step, tensorboard_scalars(j));
     char buf[120];
     std::snprintf(buf, sizeof buf, "step %lld eval_loss %.4f eval_ppl %.3f", (long long)step, eval.loss,
                   eval.perplexity());
@@ -119,6 +125,7 @@ class IntervalLog {
   double flops_per_token_, peak_flops_;
   int world_;
   util::AppendFile out_;
+  std::unique_ptr<TensorBoardWriter> tensorboard_;
   double loss_ = 0.0;
   int64_t steps_ = 0, tokens_ = 0;
   parallel::MoeStepStats moe_;
@@ -216,8 +223,17 @@ std::vector<StepRecord> Trainer::train() {
   AdamW optimizer(model_->model().named_params(),
                   {args_.adam_beta1, args_.adam_beta2, args_.adam_epsilon, args_.weight_decay});
   TrainerState state = start_state(args_, *model_, optimizer, talk, resume_if_possible);
-  if (main_rank && (state.global_step > 0 || resume_if_possible))
-    keep_metrics_through(out_dir / "metrics.jsonl", state.global_step);
+  const bool resumed = state.global_step > 0 || resume_if_possible;
+  if (main_rank && resumed) keep_metrics_through(out_dir / "metrics.jsonl", state.global_step);
+  // A new event file per run start; after a resume, TensorBoard drops the earlier files' events
+  // past the resumed step, as metrics.jsonl dropped its rows.
+  std::unique_ptr<TensorBoardWriter> tensorboard;
+  if (args_.reports_to_tensorboard())
+    dist::collective_check(mesh.group(MeshDim::World), [&] {
+      if (!main_rank) return;
+      tensorboard = std::make_unique<TensorBoardWriter>(args_.tensorboard_dir());
+      if (resumed) tensorboard->add_session_start(state.global_step + 1);
+    });
   PreemptionWatch preemption;
 
   const int64_t global_batch = args_.per_device_train_batch_size * args_.gradient_accumulation_steps *
@@ -227,7 +243,8 @@ std::vector<StepRecord> Trainer::train() {
     std::fprintf(stderr, "training %lld parameters on %d rank(s), total_train_batch_size %lld x %lld tokens, %lld steps\n",
                  (long long)model_->model().config().num_parameters(), mesh.world_size(), (long long)global_batch,
                  (long long)seq_len_, (long long)args_.max_steps);
-  IntervalLog log(out_dir / "metrics.jsonl", mesh, model_->model().config().flops_per_token(seq_len_), peak_flops);
+  IntervalLog log(out_dir / "metrics.jsonl", mesh, model_->model().config().flops_per_token(seq_len_), peak_flops,
+                  std::move(tensorboard));
   util::Progress progress(args_.max_steps);
   std::vector<StepRecord> records;
   for (int64_t step = state.global_step; step < args_.max_steps; ++step) {

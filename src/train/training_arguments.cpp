@@ -47,6 +47,13 @@ EvalStrategy parse_eval_strategy(const std::string& v) {
   throw UsageError(str_cat("--eval_strategy must be one of no, steps; got '", v, "'"));
 }
 
+ReportTo parse_report_to(const std::string& v) {
+  if (v == "none") return ReportTo::None;
+  if (v == "tensorboard") return ReportTo::TensorBoard;
+  if (v == "all") return ReportTo::All;
+  throw UsageError(str_cat("--report_to must be one of tensorboard, none, all; got '", v, "'"));
+}
+
 struct Field {
   Setter set;
   std::function<nlohmann::json(const TrainingArguments&)> get;
@@ -87,6 +94,11 @@ const std::map<std::string, Field>& fields() {
       MT_INT_FIELD(seed, "seed for initialisation and data order"),
       MT_STRING_FIELD(output_dir, "where metrics, checkpoints and the final model go"),
       MT_STRING_FIELD(resume_from_checkpoint, "checkpoint-N directory, or 'latest' in output_dir"),
+      {"report_to",
+       {[](auto& a, auto&, auto& v) { a.report_to = parse_report_to(v); },
+        [](auto& a) { return nlohmann::json(to_string(a.report_to)); },
+        "tensorboard | none | all: also write the logged metrics as TensorBoard events"}},
+      MT_STRING_FIELD(logging_dir, "where TensorBoard event files go (empty: <output_dir>/runs)"),
   };
   return table;
 }
@@ -104,6 +116,15 @@ std::string to_string(LrSchedulerType t) {
 }
 
 std::string to_string(EvalStrategy s) { return s == EvalStrategy::Steps ? "steps" : "no"; }
+
+std::string to_string(ReportTo r) {
+  switch (r) {
+    case ReportTo::None: return "none";
+    case ReportTo::TensorBoard: return "tensorboard";
+    case ReportTo::All: return "all";
+  }
+  return "?";
+}
 
 bool TrainingArguments::has_field(const std::string& name) { return fields().contains(name); }
 

@@ -11,6 +11,8 @@ namespace meshtrain::train {
 
 enum class LrSchedulerType { Linear, Cosine, Constant, ConstantWithWarmup };
 enum class EvalStrategy { No, Steps };
+// Where metrics go besides metrics.jsonl (HF's report_to; "all" is every integration we have).
+enum class ReportTo { None, TensorBoard, All };
 
 struct TrainingArguments {
   int64_t per_device_train_batch_size = 8;
@@ -33,6 +35,11 @@ struct TrainingArguments {
   int64_t seed = 42;
   std::string output_dir = "runs/meshtrain";
   std::string resume_from_checkpoint;  // a checkpoint-N dir, or "latest" in output_dir
+  ReportTo report_to = ReportTo::None;  // transformers 5's default
+  std::string logging_dir;  // TensorBoard event files; empty: <output_dir>/runs
+
+  bool reports_to_tensorboard() const { return report_to != ReportTo::None; }
+  std::string tensorboard_dir() const { return logging_dir.empty() ? output_dir + "/runs" : logging_dir; }
 
   // Sets one field from its textual value; unknown names and bad values throw UsageError.
   void set(const std::string& name, const std::string& value);
@@ -50,5 +57,6 @@ struct TrainingArguments {
 
 std::string to_string(LrSchedulerType t);
 std::string to_string(EvalStrategy s);
+std::string to_string(ReportTo r);
 
 }  // namespace meshtrain::train

@@ -29,8 +29,8 @@ class TempDir {
   std::string path_;
 };
 
-// A file opened for appending whole lines (metrics.jsonl); every failed write throws naming the
-// file and errno.
+// A file opened for appending whole records (metrics.jsonl lines, TensorBoard events); every
+// failed write throws naming the file and errno.
 class AppendFile {
  public:
   AppendFile() = default;

@@ -56,6 +56,7 @@ TEST_F(Cli, TrainSavesAnHfModelAndNoIntermediateCheckpoints) {
   EXPECT_TRUE(fs::exists(dir_ / "run/config.json"));
   EXPECT_TRUE(fs::exists(dir_ / "run/model.safetensors"));
   EXPECT_EQ(count_lines(meshtrain::testing::slurp(dir_ / "run/metrics.jsonl")), 1);  // step 5 of 5
+  EXPECT_FALSE(fs::exists(dir_ / "run/runs"));  // report_to defaults to none: no TensorBoard files
   for (auto& e : fs::directory_iterator(dir_ / "run"))
     EXPECT_FALSE(e.path().filename().string().starts_with("checkpoint-")) << e.path();
 }
