@@ -31,7 +31,8 @@ const char* kUsage =
     "  generate   continue a prompt (greedy or top-k sampling, byte tokenizer)\n"
     "  info       parameters and FLOPs per token of a config; the runtime's threads and BLAS\n"
     "  launch     start N ranks of a command, as torchrun does (meshtrain launch -n N -- train ...)\n"
-    "  plan       each rank's mesh coordinates and groups for a world size and parallel sizes\n";
+    "  plan       each rank's mesh coordinates and groups for a world size and parallel sizes\n"
+    "  plot       training curves of runs (their metrics.jsonl) as SVG or PNG: plot RUN_DIR... -o FILE.png\n";
 
 // One intra-op pool (OpenMP, which MKL shares) sized to this process's share of the cores.
 void configure_threads() {
@@ -89,7 +90,8 @@ int dispatch(const std::string& command, const std::vector<std::string>& args, b
     if (command == "info") return tools::run_info(args);
     if (command == "launch") return tools::run_launch(args);
     if (command == "plan") return tools::run_plan(args);
-    throw UsageError("meshtrain: unknown command '" + command + "' (commands: train, eval, generate, info, launch, plan)");
+    if (command == "plot") return tools::run_plot(args);
+    throw UsageError("meshtrain: unknown command '" + command + "' (commands: train, eval, generate, info, launch, plan, plot)");
   } catch (const UsageError& e) {
     std::cerr << e.what() << "\n";
     return 2;
