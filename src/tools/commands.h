@@ -14,5 +14,6 @@ int run_info(const Args& args);
 int run_launch(const Args& args);
 int run_plan(const Args& args);
 int run_verify(const Args& args);
+int run_plot(const Args& args);
 
 }  // namespace meshtrain::tools

@@ -34,7 +34,8 @@ const char* kUsage =
     "  launch     start N ranks of a command, as torchrun does (meshtrain launch -n N -- train ...)\n"
     "  plan       each rank's mesh coordinates and groups; with a config, predicted memory and bytes per\n"
     "             mesh dim, or every layout of a world ranked by them\n"
-    "  verify     train the single-rank run and each parallel layout a few steps; fail if any differs\n";
+    "  verify     train the single-rank run and each parallel layout a few steps; fail if any differs\n"
+    "  plot       training curves of runs (their metrics.jsonl) as SVG or PNG: plot RUN_DIR... -o FILE.png\n";
 
 // One intra-op pool (OpenMP, which MKL shares) sized to this process's share of the cores.
 void configure_threads() {
@@ -94,8 +95,9 @@ int dispatch(const std::string& command, const std::vector<std::string>& args, b
     if (command == "launch") return tools::run_launch(args);
     if (command == "plan") return tools::run_plan(args);
     if (command == "verify") return tools::run_verify(args);
+    if (command == "plot") return tools::run_plot(args);
     throw UsageError("meshtrain: unknown command '" + command +
-                     "' (commands: train, eval, generate, info, launch, plan, verify)");
+                     "' (commands: train, eval, generate, info, launch, plan, verify, plot)");
   } catch (const UsageError& e) {
     std::cerr << e.what() << "\n";
     return 2;
