@@ -6,6 +6,7 @@
 #include "data/token_dataset.h"
 #include "models/hf_weights.h"
 #include "tools/commands.h"
+#include "tools/flight_dump.h"
 #include "tools/flags.h"
 #include "tools/parallel_flags.h"
 #include "train/trainer.h"
@@ -71,6 +72,7 @@ int run_train(const Args& argv) {
   auto dataset = data::open_token_dataset(resolve_path(flags.get("data", kDefaultData)));
   const auto options = parallel_options_from(flags);
   auto runtime = start_runtime_from(flags);
+  set_flight_fallback_dir(args.output_dir);
   std::shared_ptr<parallel::ParallelModel> parallel_model;
   if (flags.has("model_name_or_path")) {
     parallel_model = parallel::load_pretrained_parallel(flags.require("model_name_or_path"), runtime.mesh, options);

@@ -172,6 +172,7 @@ std::vector<StepRecord> Trainer::train() {
   TrainerState state = start_state(args_, *model_, optimizer, talk, resume_if_possible);
   if (main_rank && (state.global_step > 0 || resume_if_possible))
     keep_metrics_through(out_dir / "metrics.jsonl", state.global_step);
+  if (auto* flight = mesh.flight_recorder()) flight->note_step(state.global_step);  // a resumed run's start
   PreemptionWatch preemption;
 
   const int64_t global_batch = args_.per_device_train_batch_size * args_.gradient_accumulation_steps *
@@ -196,6 +197,7 @@ std::vector<StepRecord> Trainer::train() {
     optimizer.step(lr);
     optimizer.zero_grad();
     state.global_step = step + 1;
+    if (auto* flight = mesh.flight_recorder()) flight->note_step(state.global_step);
     const auto& record = records.emplace_back(StepRecord{state.global_step, loss.mean(), grad_norm, lr, loss.moe});
 
     log.add(record, global_batch * seq_len_);
