@@ -16,22 +16,19 @@ uint64_t ring_share(const Group& g, uint64_t bytes) {
   return bytes * static_cast<uint64_t>(g.size() - 1) / static_cast<uint64_t>(g.size());
 }
 
-template <typename Start>
-void run(Group& g, const char* op, Start&& start) {
-  c10::intrusive_ptr<c10d::Work> work;
-  g.note_issued();
-  try {
-    work = start();
-  } catch (const std::exception& e) {
-    fail("rank ", g.global_rank(), ": ", op, " on group ", g.name(), " failed: ", e.what());
-  }
-  wait_work(g, work, op);
+// Every operation passes here when it is issued: its number in the group, and its flight record
+// (the token that finishes it; 0 when the group records nothing).
+uint64_t issue(Group& g, const char* op, const at::Tensor& t) {
+  const uint64_t seq = g.note_issued();
+  auto* flight = g.flight();
+  return flight ? flight->begin(g.dim(), seq, op, t) : 0;
 }
 
-}  // namespace
+void attach(Group& g, uint64_t token, const c10::intrusive_ptr<c10d::Work>& work) {
+  if (auto* flight = g.flight()) flight->attach_work(token, work.get());
+}
 
-void wait_work(Group& g, const c10::intrusive_ptr<c10d::Work>& work, const char* op) {
-  if (!work) return;
+void wait_or_fail(Group& g, const c10::intrusive_ptr<c10d::Work>& work, const char* op) {
   const auto start = std::chrono::steady_clock::now();
   try {
     work->wait(g.timeout());
@@ -40,31 +37,58 @@ void wait_work(Group& g, const c10::intrusive_ptr<c10d::Work>& work, const char*
     std::string ranks;
     for (int r : g.ranks()) ranks += (ranks.empty() ? "" : ", ") + std::to_string(r);
     // A wait that ran its whole time-out is a stall: name the ranks that did not take part.
-    if (waited >= 0.99 * std::chrono::duration<double>(g.timeout()).count())
+    if (waited >= 0.99 * std::chrono::duration<double>(g.timeout()).count()) {
+      // The record goes out first: describe_stall waits for the others, and the launcher for it.
+      if (auto* flight = g.flight()) flight->dump(str_cat("timeout in ", op, " on group ", g.name()));
       fail("rank ", g.global_rank(), ": ", op, " on group ", g.name(), " (ranks ", ranks, ") timed out after ",
            g.timeout().count() / 1000.0, " s; ", describe_stall(g));
+    }
     fail("rank ", g.global_rank(), ": ", op, " on group ", g.name(), " (ranks ", ranks, ") failed after ", waited,
          " s: ", e.what());
   }
 }
 
+template <typename Start>
+void run(Group& g, const char* op, const at::Tensor& t, Start&& start) {
+  c10::intrusive_ptr<c10d::Work> work;
+  const uint64_t token = issue(g, op, t);
+  try {
+    work = start();
+  } catch (const std::exception& e) {
+    fail("rank ", g.global_rank(), ": ", op, " on group ", g.name(), " failed: ", e.what());
+  }
+  if (!work) return;
+  wait_or_fail(g, work, op);
+  if (auto* flight = g.flight()) flight->finish(token);
+}
+
+}  // namespace
+
+void wait_work(Group& g, const c10::intrusive_ptr<c10d::Work>& work, const char* op) {
+  if (!work) return;
+  wait_or_fail(g, work, op);
+  if (auto* flight = g.flight()) flight->finish_work(g.dim(), work.get());
+}
+
 void all_reduce_(Group& g, at::Tensor& t, c10d::ReduceOp op) {
-  if (g.size() == 1) return;
+  if (g.size() == 1 || g.take_all_reduce_skip()) return;
   MT_CHECK(t.is_contiguous(), "all_reduce_ needs a contiguous tensor");
   g.count_sent(2 * ring_share(g, nbytes(t)));
   std::vector<at::Tensor> ts{t};
   c10d::AllreduceOptions opts;
   opts.reduceOp = op;
-  run(g, "all_reduce", [&] { return g.backend().allreduce(ts, opts); });
+  run(g, "all_reduce", t, [&] { return g.backend().allreduce(ts, opts); });
 }
 
 c10::intrusive_ptr<c10d::Work> all_reduce_async(Group& g, at::Tensor& t) {
-  if (g.size() == 1) return {};
+  if (g.size() == 1 || g.take_all_reduce_skip()) return {};
   g.count_sent(2 * ring_share(g, nbytes(t)));
-  g.note_issued();
+  const uint64_t token = issue(g, "all_reduce", t);
   std::vector<at::Tensor> ts{t};
   try {
-    return g.backend().allreduce(ts);
+    auto work = g.backend().allreduce(ts);
+    attach(g, token, work);
+    return work;
   } catch (const std::exception& e) {
     fail("rank ", g.global_rank(), ": all_reduce on group ", g.name(), " failed: ", e.what());
   }
@@ -84,7 +108,7 @@ at::Tensor all_gather_uneven(Group& g, const at::Tensor& t, int64_t dim, const s
   shape[0] = most * g.size();
   auto out = at::empty(shape, t.options());
   g.count_sent(ring_share(g, nbytes(out)));
-  run(g, "all_gather", [&] { return g.backend().all_gather_single(out, padded); });
+  run(g, "all_gather", padded, [&] { return g.backend().all_gather_single(out, padded); });
   std::vector<at::Tensor> parts;
   for (int r = 0; r < g.size(); ++r) parts.push_back(out.narrow(0, r * most, sizes[r]));
   return at::cat(parts, 0).movedim(0, dim).contiguous();
@@ -100,9 +124,10 @@ PendingGather all_gather_1d_async(Group& g, const at::Tensor& t, const std::vect
   in.narrow(0, 0, t.size(0)).copy_(t);
   p.padded = at::empty({most * g.size()}, t.options());
   g.count_sent(ring_share(g, nbytes(p.padded)));
-  g.note_issued();
+  const uint64_t token = issue(g, "all_gather", in);
   try {
     p.work = g.backend().all_gather_single(p.padded, in);
+    attach(g, token, p.work);
   } catch (const std::exception& e) {
     fail("rank ", g.global_rank(), ": all_gather on group ", g.name(), " failed: ", e.what());
   }
@@ -140,7 +165,7 @@ at::Tensor reduce_scatter_uneven(Group& g, const at::Tensor& t, int64_t dim, con
   shape[0] = most;
   auto out = at::empty(shape, t.options());
   g.count_sent(ring_share(g, nbytes(padded)));
-  run(g, "reduce_scatter", [&] { return g.backend().reduce_scatter_single(out, padded); });
+  run(g, "reduce_scatter", padded, [&] { return g.backend().reduce_scatter_single(out, padded); });
   return out.narrow(0, 0, sizes[g.rank()]).movedim(0, dim).contiguous();
 }
 
@@ -164,7 +189,7 @@ at::Tensor all_to_all(Group& g, const at::Tensor& t, const std::vector<int64_t>&
   const uint64_t row = in.size(0) ? nbytes(in) / static_cast<uint64_t>(in.size(0)) : 0;
   g.count_sent(row * static_cast<uint64_t>(t.size(0) - send_sizes[g.rank()]));
   std::vector<int64_t> send(send_sizes), recv(recv_sizes);
-  run(g, "all_to_all", [&] { return g.backend().all_to_all_single(out, in, recv, send); });
+  run(g, "all_to_all", in, [&] { return g.backend().all_to_all_single(out, in, recv, send); });
   return out;
 }
 
@@ -174,27 +199,29 @@ void broadcast_(Group& g, at::Tensor& t, int root) {
   std::vector<at::Tensor> ts{t};
   c10d::BroadcastOptions opts;
   opts.rootRank = root;
-  run(g, "broadcast", [&] { return g.backend().broadcast(ts, opts); });
+  run(g, "broadcast", t, [&] { return g.backend().broadcast(ts, opts); });
 }
 
 void send(Group& g, const at::Tensor& t, int dst) {
   g.count_sent(nbytes(t));
   std::vector<at::Tensor> ts{t.contiguous()};
-  run(g, "send", [&] { return g.backend().send(ts, dst, 0); });
+  run(g, "send", ts[0], [&] { return g.backend().send(ts, dst, 0); });
 }
 
 void recv(Group& g, at::Tensor& t, int src) {
   std::vector<at::Tensor> ts{t};
-  run(g, "recv", [&] { return g.backend().recv(ts, src, 0); });
+  run(g, "recv", t, [&] { return g.backend().recv(ts, src, 0); });
 }
 
 c10::intrusive_ptr<c10d::Work> send_async(Group& g, const at::Tensor& t, int dst, int tag) {
   MT_CHECK(t.is_contiguous(), "send_async needs a contiguous tensor");
   g.count_sent(nbytes(t));
-  g.note_issued();
+  const uint64_t token = issue(g, "send", t);
   std::vector<at::Tensor> ts{t};
   try {
-    return g.backend().send(ts, dst, tag);
+    auto work = g.backend().send(ts, dst, tag);
+    attach(g, token, work);
+    return work;
   } catch (const std::exception& e) {
     fail("rank ", g.global_rank(), ": send to ", dst, " on group ", g.name(), " failed: ", e.what());
   }
@@ -202,10 +229,12 @@ c10::intrusive_ptr<c10d::Work> send_async(Group& g, const at::Tensor& t, int dst
 
 c10::intrusive_ptr<c10d::Work> recv_async(Group& g, at::Tensor& t, int src, int tag) {
   MT_CHECK(t.is_contiguous(), "recv_async needs a contiguous tensor");
-  g.note_issued();
+  const uint64_t token = issue(g, "recv", t);
   std::vector<at::Tensor> ts{t};
   try {
-    return g.backend().recv(ts, src, tag);
+    auto work = g.backend().recv(ts, src, tag);
+    attach(g, token, work);
+    return work;
   } catch (const std::exception& e) {
     fail("rank ", g.global_rank(), ": recv from ", src, " on group ", g.name(), " failed: ", e.what());
   }
@@ -213,7 +242,7 @@ c10::intrusive_ptr<c10d::Work> recv_async(Group& g, at::Tensor& t, int src, int 
 
 void barrier(Group& g) {
   if (g.size() == 1) return;
-  run(g, "barrier", [&] { return g.backend().barrier(); });
+  run(g, "barrier", at::Tensor(), [&] { return g.backend().barrier(); });
 }
 
 }  // namespace meshtrain::dist

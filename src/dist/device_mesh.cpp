@@ -158,4 +158,13 @@ void DeviceMesh::create_layout_groups() {
 
 Group& DeviceMesh::group(MeshDim dim) const { return *groups_.at(dim); }
 
+void DeviceMesh::set_flight_recorder(std::shared_ptr<FlightRecorder> recorder) {
+  flight_ = std::move(recorder);
+  for (auto& [dim, group] : groups_) {
+    if (group->size() == 1) continue;  // its collectives are no-ops
+    group->set_flight_recorder(flight_);
+    if (flight_) flight_->add_group(dim, group->ranks());
+  }
+}
+
 }  // namespace meshtrain::dist

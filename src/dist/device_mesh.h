@@ -53,6 +53,9 @@ class DeviceMesh {
   void create_layout_groups();
   // The group of a dim (solo groups when neither was called).
   Group& group(MeshDim dim) const;
+  // Records the collectives of every group of more than one rank from now on (after create_groups).
+  void set_flight_recorder(std::shared_ptr<FlightRecorder> recorder);
+  FlightRecorder* flight_recorder() const { return flight_.get(); }
   // The dim over which tensor parallelism splits each expert: etp under router masking, else tp.
   MeshDim expert_tensor_dim() const { return sizes_.ep_in_tp && sizes_.ep > 1 ? MeshDim::Etp : MeshDim::Tp; }
   std::vector<MeshDim> dims_with_groups() const;  // the dims create_groups makes groups for
@@ -63,6 +66,7 @@ class DeviceMesh {
   int rank_;
   std::array<int64_t, kMeshDims.size()> coords_{};
   std::map<MeshDim, std::shared_ptr<Group>> groups_;
+  std::shared_ptr<FlightRecorder> flight_;
 };
 
 }  // namespace meshtrain::dist

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "dist/flight_recorder.h"
 #include "util/mesh_dim.h"
 
 namespace meshtrain::dist {
@@ -43,6 +44,16 @@ class Group {
   uint64_t ops_issued() const { return ops_issued_; }
   c10d::Store* stall_store() const { return stall_store_.get(); }
 
+  // Where this group's collectives are recorded (dist/flight_recorder.h); null: not recorded.
+  FlightRecorder* flight() const { return flight_.get(); }
+  void set_flight_recorder(std::shared_ptr<FlightRecorder> recorder) { flight_ = std::move(recorder); }
+
+  // Test hook, set only by the CLI edge from a test-only variable: this rank silently skips its
+  // nth all-reduce on this group (never entering it), to provoke a mismatched collective order.
+  void skip_all_reduce_for_test(uint64_t nth) { skip_all_reduce_ = nth; }
+  // Whether this all-reduce is the one to skip (counts the all-reduces when a skip is set).
+  bool take_all_reduce_skip() { return skip_all_reduce_ != 0 && ++all_reduces_ == skip_all_reduce_; }
+
   // Bytes this rank sent, as the ring / pairwise algorithm of each collective counts them.
   void count_sent(uint64_t bytes) { bytes_sent_ += bytes; }
   uint64_t bytes_sent() const { return bytes_sent_; }
@@ -57,6 +68,8 @@ class Group {
   c10::intrusive_ptr<c10d::Backend> backend_;
   c10::intrusive_ptr<c10d::Store> stall_store_;
   std::atomic<uint64_t> bytes_sent_{0}, ops_issued_{0};
+  std::shared_ptr<FlightRecorder> flight_;
+  uint64_t skip_all_reduce_ = 0, all_reduces_ = 0;
 };
 
 }  // namespace meshtrain::dist

@@ -19,14 +19,17 @@ constexpr int kMaxLocalRanks = 1024;
 
 const char* kSynopsis =
     "-n N [--nnodes M --node_rank R --master_addr A --master_port P] [--timeout S] [--max_restarts K]\n"
-    "    [--preemption_grace S] -- COMMAND [ARGS...]\n\n"
+    "    [--preemption_grace S] [--dump_on_stall S] -- COMMAND [ARGS...]\n\n"
     "Starts N processes on this node, as torchrun does: each gets RANK = node_rank*N + local rank,\n"
     "WORLD_SIZE = nnodes*N, LOCAL_RANK, LOCAL_WORLD_SIZE, GROUP_RANK, MASTER_ADDR, MASTER_PORT and\n"
     "MESHTRAIN_TIMEOUT_S. COMMAND is a meshtrain command (train, eval, ...) or, when it contains a\n"
     "'/', a program path. Rank 0's output passes through unchanged; the other ranks' lines are\n"
     "prefixed \"[rank R] \". When a rank fails the others are stopped and the launcher names the rank\n"
     "that failed first and exits with its code (128 + S for signal S), or restarts them all\n"
-    "(--max_restarts). SIGTERM asks the ranks to checkpoint and stop (exit 0 when they all do).";
+    "(--max_restarts). SIGTERM asks the ranks to checkpoint and stop (exit 0 when they all do).\n"
+    "Each rank keeps a flight record of its last collectives, written to $MESHTRAIN_FLIGHT_DIR/\n"
+    "flight_rank<R>.json; after a failure with a collective in flight, or a stall (--dump_on_stall),\n"
+    "the launcher prints which ranks never entered which collective, and each rank's last step.";
 
 // "-n N", "-nN" and "-n=N" become --nproc_per_node, so Flags can parse the rest.
 std::vector<std::string> expand_short_flags(std::vector<std::string> args) {
@@ -67,7 +70,10 @@ int run_launch(const Args& argv) {
                {"max_restarts", "when a rank fails, restart all ranks up to this many times; `train` resumes from "
                                 "the newest checkpoint (default 0)"},
                {"preemption_grace", "after SIGTERM, seconds the ranks have to save a checkpoint and stop before "
-                                    "SIGKILL (default 60)"}},
+                                    "SIGKILL (default 60)"},
+               {"dump_on_stall", "when no rank finished a collective for this many seconds, ask each for its "
+                                 "flight record (SIGUSR1), print the diagnosis and stop the ranks, exit code 1 "
+                                 "(default 0: off)"}},
               expand_short_flags(Args(argv.begin(), sep)));
   if (flags.help_requested()) {
     std::cout << flags.usage(kSynopsis);
@@ -97,6 +103,7 @@ int run_launch(const Args& argv) {
   plan.timeout_s = int_in_range(flags, "timeout", "--timeout", 300, 1, INT_MAX);
   plan.max_restarts = int_in_range(flags, "max_restarts", "--max_restarts", 0, 0, 1000);
   plan.preemption_grace_s = int_in_range(flags, "preemption_grace", "--preemption_grace", 60, 1, 86400);
+  plan.dump_on_stall_s = int_in_range(flags, "dump_on_stall", "--dump_on_stall", 0, 0, 86400);
 
   if (sep == argv.end() || sep + 1 == argv.end())
     throw UsageError("meshtrain launch: nothing to run (usage: meshtrain launch -n N [flags] -- COMMAND [ARGS...])");

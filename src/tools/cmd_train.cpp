@@ -7,6 +7,7 @@
 #include "data/validation_split.h"
 #include "models/hf_weights.h"
 #include "tools/commands.h"
+#include "tools/flight_dump.h"
 #include "tools/flags.h"
 #include "tools/parallel_flags.h"
 #include "train/trainer.h"
@@ -90,6 +91,7 @@ int run_train(const Args& argv) {
   const data::TokenDataset* eval_data = eval_file ? eval_file.get() : split.eval.get();
   const auto options = parallel_options_from(flags);
   auto runtime = start_runtime_from(flags);
+  set_flight_fallback_dir(args.output_dir);
   std::shared_ptr<parallel::ParallelModel> parallel_model;
   if (flags.has("model_name_or_path")) {
     parallel_model = parallel::load_pretrained_parallel(flags.require("model_name_or_path"), runtime.mesh, options);

@@ -4,6 +4,7 @@
 // line also goes to $MESHTRAIN_ERROR_FILE for the launcher.
 #include <ATen/Parallel.h>
 #include <c10/util/Logging.h>
+#include <signal.h>
 
 #include <nlohmann/json.hpp>
 
@@ -16,6 +17,7 @@
 
 #include "dist/failure_board.h"
 #include "tools/commands.h"
+#include "tools/flight_dump.h"
 #include "util/check.h"
 #include "util/error_text.h"
 #include "util/files.h"
@@ -64,6 +66,8 @@ std::string without_rank_prefix(const std::string& message) {
 // to name the rank that failed first (the earliest report wins).
 int report_error(const std::string& command, const std::string& own) {
   using namespace meshtrain;
+  // The flight record first: once every rank has reported, rank 0 exits and the launcher reads it.
+  tools::dump_flight_record("exit after a failure");
   const auto first = dist::report_failure(own);
   const std::string line = first ? str_cat("rank ", first->rank, " failed: ", without_rank_prefix(first->message)) : own;
   std::cerr << "meshtrain " << command << ": error: " << line << "\n";
@@ -124,7 +128,11 @@ int main(int argc, char** argv) {
   if (debug) args.erase(debug_flag);
   // libtorch's own warnings (store connection retries, with stack traces) only with --debug.
   if (!debug && !std::getenv("TORCH_CPP_LOG_LEVEL")) FLAGS_caffe2_log_level = 2;  // errors and above
+  // SIGUSR1 asks for the flight record (tools/flight_dump.h); before the recorder is up, or in a
+  // command without one, it must not kill the process.
+  ::signal(SIGUSR1, SIG_IGN);
   const int code = dispatch(command, args, debug);
+  tools::stop_flight_recorder();
   dist::close_failure_board();  // the process groups close here, after any failure was reported
   return code;
 }

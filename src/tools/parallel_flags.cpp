@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "parallel/tensor_parallel.h"
+#include "tools/flight_dump.h"
 #include "util/check.h"
 
 namespace meshtrain::tools {
@@ -32,6 +33,7 @@ std::vector<FlagSpec> parallel_flag_specs() {
       {"reshard_after_forward", "FSDP: free gathered layer weights after forward: true|false (default true)"},
       {"timeout", "seconds before a missing rank or a stalled collective ends the run "
                   "(default $MESHTRAIN_TIMEOUT_S or 300)"},
+      flight_recorder_flag_spec(),
   };
 }
 
@@ -83,8 +85,10 @@ dist::Runtime start_runtime_from(const Flags& flags) {
   const double seconds = flags.get_double("timeout", env_timeout ? std::atof(env_timeout) : 300.0);
   if (!(seconds > 0 && seconds < 1e9))
     throw UsageError(str_cat("--timeout (or MESHTRAIN_TIMEOUT_S) must be a positive number of seconds, got ", seconds));
-  return dist::start_runtime(dist::rank_env_from_environment(), mesh_sizes_from(flags),
-                             std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000)));
+  auto runtime = dist::start_runtime(dist::rank_env_from_environment(), mesh_sizes_from(flags),
+                                     std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000)));
+  start_flight_recorder(runtime, flags);
+  return runtime;
 }
 
 void report_tp_plan(const parallel::ParallelModel& model) {

@@ -12,7 +12,8 @@ namespace meshtrain::tools {
 std::vector<FlagSpec> parallel_flag_specs();
 dist::MeshSizes mesh_sizes_from(const Flags& flags);
 parallel::ParallelOptions parallel_options_from(const Flags& flags);
-// Rank from the launcher's environment, rendezvous, mesh groups (time-out from --timeout).
+// Rank from the launcher's environment, rendezvous, mesh groups (time-out from --timeout), and the
+// flight recorder (tools/flight_dump.h).
 dist::Runtime start_runtime_from(const Flags& flags);
 // Warns on stderr about tp_plan rules that matched nothing and layers no rule sharded.
 void report_tp_plan(const parallel::ParallelModel& model);

@@ -17,7 +17,11 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -26,6 +30,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "dist/flight_recorder.h"
+#include "tools/flight_diagnosis.h"
 #include "tools/rank_output.h"
 #include "util/check.h"
 #include "util/files.h"
@@ -37,6 +43,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr auto kGracePeriod = std::chrono::seconds(5);
+constexpr auto kRecordWait = std::chrono::seconds(3);  // for the flight records after SIGUSR1
 constexpr int kForwardedSignals[] = {SIGINT, SIGTERM, SIGHUP};
 
 volatile sig_atomic_t g_signal = 0;  // the last forwarded signal the launcher received
@@ -136,8 +143,15 @@ struct ExecImage {
 };
 
 std::string error_file(const std::string& dir, int rank) { return dir + "/rank-" + std::to_string(rank) + ".json"; }
+std::string progress_file(const std::string& dir, int rank) { return dir + "/progress-" + std::to_string(rank); }
+std::string flight_file(const std::string& dir, int rank) { return dir + "/" + dist::flight_file_name(rank); }
 
-ExecImage exec_image(const LaunchPlan& plan, int local_rank, const std::string& error_dir, int restart) {
+double unix_now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+ExecImage exec_image(const LaunchPlan& plan, int local_rank, const std::string& error_dir,
+                     const std::string& flight_dir, int restart) {
   const int rank = plan.node_rank * plan.nproc_per_node + local_rank;
   const std::vector<std::pair<std::string, std::string>> vars = {
       {"RANK", std::to_string(rank)},
@@ -151,6 +165,9 @@ ExecImage exec_image(const LaunchPlan& plan, int local_rank, const std::string& 
       {"MESHTRAIN_TIMEOUT_S", std::to_string(plan.timeout_s)},
       {"MESHTRAIN_ERROR_FILE", error_file(error_dir, rank)},
       {"MESHTRAIN_RESTART_COUNT", std::to_string(restart)},
+      {"MESHTRAIN_FLIGHT_DIR", flight_dir},
+      // Only watched with --dump_on_stall: otherwise the ranks need not write it.
+      {"MESHTRAIN_PROGRESS_FILE", plan.dump_on_stall_s > 0 ? progress_file(error_dir, rank) : ""},
   };
   ExecImage image;
   for (char** e = environ; e && *e; ++e) {
@@ -180,7 +197,7 @@ pid_t spawn(const std::string& program, const ExecImage& image, int stdin_fd, in
     struct sigaction dfl {};
     dfl.sa_handler = SIG_DFL;
     sigemptyset(&dfl.sa_mask);
-    for (int s : {SIGINT, SIGTERM, SIGHUP, SIGCHLD, SIGPIPE}) ::sigaction(s, &dfl, nullptr);
+    for (int s : {SIGINT, SIGTERM, SIGHUP, SIGCHLD, SIGPIPE, SIGUSR1}) ::sigaction(s, &dfl, nullptr);
     ::setpgid(0, 0);
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (::getppid() != parent) ::_exit(1);  // the launcher died before prctl
@@ -240,7 +257,10 @@ void drain(Stream& s) {
 
 class Launch {
  public:
-  Launch(const LaunchPlan& plan, int restart) : plan_(plan), restart_(restart) {}
+  Launch(const LaunchPlan& plan, int restart) : plan_(plan), restart_(restart) {
+    const char* dir = std::getenv("MESHTRAIN_FLIGHT_DIR");
+    flight_dir_ = dir && *dir ? dir : error_dir_.path();
+  }
 
   // Kills and reaps whatever is still running if we leave early (an exception).
   ~Launch() {
@@ -260,6 +280,7 @@ class Launch {
       wait_for_events(wake_read.get());
       reap();
       handle_signal();
+      watch_progress();
       if (stop_deadline_ && !killed_ && Clock::now() >= *stop_deadline_) {
         for (auto& r : ranks_) signal_rank(r, SIGKILL);
         killed_ = true;
@@ -274,6 +295,7 @@ class Launch {
     // A rank killed by a signal from outside (the OOM killer, kill -9, a crash) leaves no error
     // file; the others only saw its connections drop. Otherwise the earliest report names the cause.
     if (rank_failed_ && !killed_from_outside_) blame_first_failure();
+    if (rank_failed_) diagnose_after_failure();
     if (preempting_ && !stopped_badly_) {
       exit_code_ = 0;
       message_ = "meshtrain launch: SIGTERM: every rank saved a checkpoint and stopped";
@@ -291,6 +313,8 @@ class Launch {
     ranks_.reserve(plan_.nproc_per_node);
     for (int local = 0; local < plan_.nproc_per_node; ++local) {
       const int rank = first_rank + local;
+      std::error_code ignored;
+      std::filesystem::remove(flight_file(flight_dir_, rank), ignored);  // an earlier run's record
       // Rank 0 passes through unchanged; when the launcher writes to a terminal, rank 0 gets that
       // terminal itself, so it sees a tty (progress bars) as it would when run alone.
       const std::string prefix = rank == 0 ? "" : "[rank " + std::to_string(rank) + "] ";
@@ -301,7 +325,7 @@ class Launch {
       if (rank != 0 || !::isatty(STDERR_FILENO)) std::tie(r.err.fd, err_write) = make_pipe(/*nonblocking=*/false);
       for (Fd* fd : {&r.out.fd, &r.err.fd})
         if (fd->valid()) ::fcntl(fd->get(), F_SETFL, ::fcntl(fd->get(), F_GETFL) | O_NONBLOCK);
-      const ExecImage image = exec_image(plan_, local, error_dir_.path(), restart_);
+      const ExecImage image = exec_image(plan_, local, error_dir_.path(), flight_dir_, restart_);
       r.pid = spawn(plan_.program, image, null_fd, out_write.valid() ? out_write.get() : STDOUT_FILENO,
                     err_write.valid() ? err_write.get() : STDERR_FILENO);
       r.running = true;
@@ -318,7 +342,8 @@ class Launch {
           fds.push_back({s->fd.get(), POLLIN, 0});
           streams.push_back(s);
         }
-    int timeout_ms = 1000;  // a safety net: SIGCHLD wakes us through the self-pipe
+    // A safety net: SIGCHLD wakes us through the self-pipe. Progress is read at each wake.
+    int timeout_ms = plan_.dump_on_stall_s > 0 ? 250 : 1000;
     if (stop_deadline_ && !killed_) {
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*stop_deadline_ - Clock::now());
       timeout_ms = static_cast<int>(std::clamp<int64_t>(left.count() + 1, 0, timeout_ms));
@@ -399,6 +424,87 @@ class Launch {
     }
   }
 
+  // --dump_on_stall: each rank's progress file changes while its collectives finish. Once none has
+  // changed for that long, the ranks are asked for their flight records (SIGUSR1 to the rank
+  // itself), and after all answered or kRecordWait, the diagnosis is printed and the ranks killed.
+  void watch_progress() {
+    if (plan_.dump_on_stall_s <= 0 || stop_deadline_) return;
+    const auto now = Clock::now();
+    if (records_asked_) {
+      if (all_records_written() || now - *records_asked_ >= kRecordWait) end_stall();
+      return;
+    }
+    for (auto& r : ranks_) {
+      std::ifstream in(progress_file(error_dir_.path(), r.rank));
+      std::string text;
+      if (!std::getline(in, text) || text == progress_[r.rank]) continue;
+      progress_[r.rank] = text;
+      last_progress_ = now;
+    }
+    if (!last_progress_ || now - *last_progress_ < std::chrono::seconds(plan_.dump_on_stall_s)) return;
+    const std::string line = str_cat("meshtrain launch: no rank made progress for ", plan_.dump_on_stall_s,
+                                     " s; asking every rank for its flight record (SIGUSR1)\n");
+    write_all(STDERR_FILENO, line.data(), line.size());
+    records_asked_ = now;
+    records_asked_at_ = unix_now();
+    for (auto& r : ranks_)
+      if (r.running) ::kill(r.pid, SIGUSR1);
+  }
+
+  bool all_records_written() const {
+    for (auto& r : ranks_) {
+      if (!r.running) continue;
+      try {
+        auto j = nlohmann::json::parse(util::read_file(flight_file(flight_dir_, r.rank)));
+        if (j.at("time").get<double>() < records_asked_at_) return false;
+      } catch (const std::exception&) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  void end_stall() {
+    print_diagnosis(read_records());
+    diagnosed_ = true;
+    exit_code_ = 1;
+    message_ = str_cat("meshtrain launch: no rank made progress for ", plan_.dump_on_stall_s,
+                       " s (--dump_on_stall); stopped the ranks");
+    begin_stop(SIGKILL);
+    killed_ = true;
+  }
+
+  // The records this node's ranks left (another node's, too, where the directory is shared).
+  std::vector<FlightRecord> read_records() const {
+    std::vector<FlightRecord> out;
+    std::error_code ec;
+    for (auto& entry : std::filesystem::directory_iterator(flight_dir_, ec)) {
+      const auto name = entry.path().filename().string();
+      if (!name.starts_with("flight_rank") || !name.ends_with(".json")) continue;
+      try {
+        out.push_back(parse_flight_record(nlohmann::json::parse(util::read_file(entry.path()))));
+      } catch (const std::exception&) {  // not ours, or not a record: the diagnosis does without it
+      }
+    }
+    return out;
+  }
+
+  void print_diagnosis(const std::vector<FlightRecord>& records) {
+    std::vector<int> expected;
+    for (auto& r : ranks_) expected.push_back(r.rank);
+    std::string text;
+    for (auto& line : diagnose_flights(records, expected)) text += "meshtrain launch: " + line + "\n";
+    write_all(STDERR_FILENO, text.data(), text.size());
+  }
+
+  // After a rank failed: the records explain a collective left in flight (a time-out, a lost peer).
+  void diagnose_after_failure() {
+    if (diagnosed_) return;
+    auto records = read_records();
+    if (records_asked_ || any_in_flight(records)) print_diagnosis(records);
+    diagnosed_ = true;
+  }
+
   void begin_stop(int sig, std::chrono::seconds grace = kGracePeriod) {
     for (auto& r : ranks_) signal_rank(r, sig);
     for (auto& r : ranks_) signal_rank(r, SIGCONT);  // a stopped rank must run to act on it
@@ -419,6 +525,12 @@ class Launch {
   bool preempting_ = false;     // stopping after SIGTERM
   bool stopped_badly_ = false;  // a rank we were stopping did not exit 0
   std::vector<Rank> ranks_;
+  std::string flight_dir_;                           // where the ranks write flight_rank<R>.json
+  std::map<int, std::string> progress_;              // each rank's progress file, as last read
+  std::optional<Clock::time_point> last_progress_;   // when a progress file last changed
+  std::optional<Clock::time_point> records_asked_;   // when SIGUSR1 went out (--dump_on_stall)
+  double records_asked_at_ = 0;                      // the same, Unix time (records carry it)
+  bool diagnosed_ = false;                           // the diagnosis was printed
   std::optional<Clock::time_point> stop_deadline_;  // set once the ranks are being stopped
   bool killed_ = false;                             // SIGKILL sent
   int exit_code_ = 0;

@@ -16,6 +16,7 @@ struct LaunchPlan {
   int timeout_s = 300;  // passed on as MESHTRAIN_TIMEOUT_S
   int max_restarts = 0;  // after a rank fails, restart all ranks this many times at most
   int preemption_grace_s = 60;  // after SIGTERM, how long the ranks have to checkpoint
+  int dump_on_stall_s = 0;  // > 0: after that long without progress, collect flight records, diagnose, stop
   std::string program;  // path given to execv
   std::vector<std::string> argv;  // argv[0] included
 };
@@ -29,6 +30,10 @@ int find_free_port(const std::string& host);
 // tells them). SIGINT / SIGHUP to the launcher are forwarded and end it with 128 + that signal;
 // SIGTERM is forwarded as a preemption: 0 when every rank then checkpoints and exits 0 within
 // preemption_grace_s. Throws Error when the processes cannot be started.
+// Each rank writes its flight record to $MESHTRAIN_FLIGHT_DIR (the launcher's own value, else a
+// directory of its own); after a failure with a collective in flight, and when no rank made
+// progress for dump_on_stall_s (the records asked for with SIGUSR1, then exit code 1), the
+// launcher prints the diagnosis (tools/flight_diagnosis.h).
 int launch_ranks(const LaunchPlan& plan);
 
 }  // namespace meshtrain::tools

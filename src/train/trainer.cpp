@@ -234,6 +234,7 @@ std::vector<StepRecord> Trainer::train() {
       tensorboard = std::make_unique<TensorBoardWriter>(args_.tensorboard_dir());
       if (resumed) tensorboard->add_session_start(state.global_step + 1);
     });
+  if (auto* flight = mesh.flight_recorder()) flight->note_step(state.global_step);  // a resumed run's start
   PreemptionWatch preemption;
 
   const int64_t global_batch = args_.per_device_train_batch_size * args_.gradient_accumulation_steps *
@@ -258,6 +259,7 @@ std::vector<StepRecord> Trainer::train() {
     optimizer.step(lr);
     optimizer.zero_grad();
     state.global_step = step + 1;
+    if (auto* flight = mesh.flight_recorder()) flight->note_step(state.global_step);
     const auto& record = records.emplace_back(StepRecord{state.global_step, loss.mean(), grad_norm, lr, loss.moe});
 
     log.add(record, global_batch * seq_len_);
