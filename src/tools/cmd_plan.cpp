@@ -11,6 +11,7 @@
 #include "parallel/traffic_plan.h"
 #include "tools/commands.h"
 #include "tools/flags.h"
+#include "tools/layout_catalog.h"
 #include "tools/parallel_flags.h"
 #include "util/check.h"
 
@@ -101,56 +102,28 @@ nlohmann::json prediction_json(const Prediction& p) {
           {"estimated", estimated}};
 }
 
-std::vector<int64_t> divisors(int64_t n) {
-  std::vector<int64_t> out;
-  for (int64_t d = 1; d <= n; ++d)
-    if (n % d == 0) out.push_back(d);
-  return out;
-}
-
-// Every layout of the world over dp_replicate, dp_shard, cp and tp (with and without sequence
-// parallelism, and for MoE models with expert parallelism over dp_shard), that the model and
-// sequence length allow, ranked by predicted peak memory, then bytes sent.
+// Every layout of the world that the model and sequence length admit (tools/layout_catalog.h),
+// ranked by predicted peak memory, then bytes sent; "≥" marks bytes that leave traffic out.
 void rank_layouts(const std::string& config_path, int64_t world, const parallel::StepShape& shape,
-                  parallel::ParallelOptions base, double budget_gb) {
+                  const parallel::ParallelOptions& base, double budget_gb) {
   struct Row {
     std::string layout;
     Prediction p;
   };
   std::vector<Row> rows;
-  int skipped = 0;
-  const bool moe = models::LlamaConfig::load(config_path).moe.has_value();
-  for (int64_t r : divisors(world))
-    for (int64_t s : divisors(world / r))
-      for (int64_t c : divisors(world / r / s)) {
-        const int64_t t = world / r / s / c;
-        for (int sp = 0; sp <= (t > 1 ? 1 : 0); ++sp)
-          for (int64_t e : moe ? divisors(s * c) : std::vector<int64_t>{1}) {
-            dist::MeshSizes sizes{r, s, c, 1, t, e, false};
-            auto options = base;
-            options.sequence_parallel = sp;
-            options.ep_size = e;
-            std::string name = str_cat("dp_replicate ", r, " dp_shard ", s, " cp ", c, " tp ", t);
-            if (sp) name += " +sp";
-            if (e > 1) name += str_cat(" ep ", e);
-            try {
-              rows.push_back({name, predict(config_path, sizes, 0, options, shape)});
-            } catch (const Error&) {
-              ++skipped;  // heads, experts or the sequence do not divide
-            }
-          }
-      }
+  for (const auto& layout : valid_layouts(models::LlamaConfig::load(config_path), world, shape.seq_len))
+    rows.push_back({layout.name(), predict(config_path, layout.mesh_sizes(), 0, layout.options(base), shape)});
   std::stable_sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) {
     return a.p.memory.peak() != b.p.memory.peak() ? a.p.memory.peak() < b.p.memory.peak()
                                                   : a.p.total_bytes() < b.p.total_bytes();
   });
-  std::printf("%zu layouts of %lld ranks (%d the model or sequence cannot take), by predicted peak memory of rank 0:\n",
-              rows.size(), (long long)world, skipped);
-  std::printf("  %-44s %12s %16s%s\n", "layout", "peak MiB", "bytes/step", budget_gb > 0 ? "  fits" : "");
+  std::printf("%zu layouts of %lld ranks, by predicted peak memory of rank 0:\n", rows.size(), (long long)world);
+  std::printf("  %-28s %12s %18s%s\n", "layout", "peak MiB", "bytes/step", budget_gb > 0 ? "  fits" : "");
   for (auto& row : rows) {
     const bool fits = static_cast<double>(row.p.memory.peak()) <= budget_gb * (1 << 30);
-    std::printf("  %-44s %12.2f %16llu%s\n", row.layout.c_str(), mib(row.p.memory.peak()),
-                static_cast<unsigned long long>(row.p.total_bytes()), budget_gb > 0 ? (fits ? "  yes" : "  no") : "");
+    std::printf("  %-28s %12.2f %2s%16llu%s\n", row.layout.c_str(), mib(row.p.memory.peak()),
+                row.p.traffic.unmodelled.empty() ? "" : ">=", static_cast<unsigned long long>(row.p.total_bytes()),
+                budget_gb > 0 ? (fits ? "  yes" : "  no") : "");
   }
 }
 
