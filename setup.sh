@@ -18,7 +18,7 @@ build="${MESHTRAIN_BUILD:-build}"
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-apt_packages=(g++ cmake ninja-build ccache git libgtest-dev libgmock-dev nlohmann-json3-dev libgloo-dev python3 python3-venv
+apt_packages=(g++ cmake ninja-build ccache git libgtest-dev libgmock-dev nlohmann-json3-dev libgloo-dev libpcre2-dev pkg-config python3 python3-venv
               python3-pip)
 missing=()
 for p in "${apt_packages[@]}"; do
