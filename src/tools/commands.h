@@ -13,5 +13,6 @@ int run_generate(const Args& args);
 int run_info(const Args& args);
 int run_launch(const Args& args);
 int run_plan(const Args& args);
+int run_tokenize(const Args& args);
 
 }  // namespace meshtrain::tools

@@ -33,7 +33,8 @@ const char* kUsage =
     "  info       parameters and FLOPs per token of a config; the runtime's threads and BLAS\n"
     "  launch     start N ranks of a command, as torchrun does (meshtrain launch -n N -- train ...)\n"
     "  plan       each rank's mesh coordinates and groups; with a config, predicted memory and bytes per\n"
-    "             mesh dim, or every layout of a world ranked by them\n";
+    "             mesh dim, or every layout of a world ranked by them\n"
+    "  tokenize   text files (.txt, .jsonl) through a Hugging Face tokenizer.json into a .bin or .npy token file\n";
 
 // One intra-op pool (OpenMP, which MKL shares) sized to this process's share of the cores.
 void configure_threads() {
@@ -92,7 +93,8 @@ int dispatch(const std::string& command, const std::vector<std::string>& args, b
     if (command == "info") return tools::run_info(args);
     if (command == "launch") return tools::run_launch(args);
     if (command == "plan") return tools::run_plan(args);
-    throw UsageError("meshtrain: unknown command '" + command + "' (commands: train, eval, generate, info, launch, plan)");
+    if (command == "tokenize") return tools::run_tokenize(args);
+    throw UsageError("meshtrain: unknown command '" + command + "' (commands: train, eval, generate, info, launch, plan, tokenize)");
   } catch (const UsageError& e) {
     std::cerr << e.what() << "\n";
     return 2;
