@@ -18,8 +18,8 @@ build="${MESHTRAIN_BUILD:-build}"
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-apt_packages=(g++ cmake ninja-build ccache git libgtest-dev libgmock-dev nlohmann-json3-dev libgloo-dev python3 python3-venv
-              python3-pip libcairo2-dev pkg-config fonts-dejavu-core)
+apt_packages=(g++ cmake ninja-build ccache git libgtest-dev libgmock-dev nlohmann-json3-dev libgloo-dev libpcre2-dev
+              pkg-config libcairo2-dev fonts-dejavu-core python3 python3-venv python3-pip)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -15,5 +15,6 @@ int run_launch(const Args& args);
 int run_plan(const Args& args);
 int run_verify(const Args& args);
 int run_plot(const Args& args);
+int run_tokenize(const Args& args);
 
 }  // namespace meshtrain::tools

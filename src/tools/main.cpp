@@ -37,7 +37,8 @@ const char* kUsage =
     "  plan       each rank's mesh coordinates and groups; with a config, predicted memory and bytes per\n"
     "             mesh dim, or every layout of a world ranked by them\n"
     "  verify     train the single-rank run and each parallel layout a few steps; fail if any differs\n"
-    "  plot       training curves of runs (their metrics.jsonl) as SVG or PNG: plot RUN_DIR... -o FILE.png\n";
+    "  plot       training curves of runs (their metrics.jsonl) as SVG or PNG: plot RUN_DIR... -o FILE.png\n"
+    "  tokenize   text files (.txt, .jsonl) through a Hugging Face tokenizer.json into a .bin or .npy token file\n";
 
 // One intra-op pool (OpenMP, which MKL shares) sized to this process's share of the cores.
 void configure_threads() {
@@ -100,8 +101,9 @@ int dispatch(const std::string& command, const std::vector<std::string>& args, b
     if (command == "plan") return tools::run_plan(args);
     if (command == "verify") return tools::run_verify(args);
     if (command == "plot") return tools::run_plot(args);
+    if (command == "tokenize") return tools::run_tokenize(args);
     throw UsageError("meshtrain: unknown command '" + command +
-                     "' (commands: train, eval, generate, info, launch, plan, verify, plot)");
+                     "' (commands: train, eval, generate, info, launch, plan, verify, plot, tokenize)");
   } catch (const UsageError& e) {
     std::cerr << e.what() << "\n";
     return 2;
