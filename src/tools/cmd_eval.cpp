@@ -1,5 +1,5 @@
-// meshtrain eval: the token-weighted loss of a checkpoint over a file's consecutive windows, on
-// one rank or on any mesh (data-parallel ranks take turns over the batches).
+// meshtrain eval: the token-weighted loss of a checkpoint over a file's consecutive windows (text
+// through the model's tokenizer), on one rank or on any mesh (data-parallel ranks take turns).
 #include <cstdio>
 #include <iostream>
 
@@ -7,6 +7,7 @@
 #include "tools/commands.h"
 #include "tools/flags.h"
 #include "tools/parallel_flags.h"
+#include "tools/text_data.h"
 #include "train/evaluation.h"
 #include "util/check.h"
 
@@ -14,7 +15,8 @@ namespace meshtrain::tools {
 
 int run_eval(const Args& argv) {
   std::vector<FlagSpec> specs = {{"model_name_or_path", "HF checkpoint directory (required)"},
-                                 {"data", "token file: .npy .bin .txt .jsonl (required)"},
+                                 {"data", "token file: .npy .bin, or text: .txt .jsonl (required)"},
+                                 {"tokenizer_name", "HF tokenizer directory for text data (default: the model's)"},
                                  {"seq_len", "tokens per window (default 256)"},
                                  {"batch_size", "windows per forward pass and rank (default 8)"}};
   for (auto& spec : parallel_flag_specs()) specs.push_back(spec);
@@ -30,11 +32,11 @@ int run_eval(const Args& argv) {
   if (batch < 1) throw UsageError("meshtrain eval: --batch_size must be positive");
   const auto options = parallel_options_from(flags);
   auto runtime = start_runtime_from(flags);
-  auto dataset = data::open_token_dataset(data_path);
   auto parallel_model = parallel::load_pretrained_parallel(model_path, runtime.mesh, options);
   if (runtime.env.rank == 0) report_tp_plan(*parallel_model);
   auto& model = *parallel_model;
   model.check_sequence_length(seq_len);
+  auto dataset = open_data(data_path, tokenizer_from(flags), runtime, model.model().config().vocab_size);
   dataset->check_ids(model.model().config().vocab_size);
   const auto result = train::evaluate(model, *dataset, seq_len, batch);
   if (runtime.env.rank == 0)

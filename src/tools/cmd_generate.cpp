@@ -1,12 +1,15 @@
-// meshtrain generate: continues a prompt with the byte tokenizer, greedily (--top_k 0) or by
-// sampling from the top k tokens at --temperature. On a mesh every rank runs the same forwards
-// with the same sampling seed, so all feed the same tokens; rank 0 prints.
+// meshtrain generate: continues a prompt, encoded and decoded by the model's tokenizer.json (else
+// the byte tokenizer), greedily (--top_k 0) or by sampling from the top k tokens at --temperature.
+// On a mesh every rank runs the same forwards with the same sampling seed, so all feed the same
+// tokens; rank 0 prints.
 #include <iostream>
 
 #include "data/byte_tokenizer.h"
+#include "data/tokenizer.h"
 #include "tools/commands.h"
 #include "tools/flags.h"
 #include "tools/parallel_flags.h"
+#include "tools/text_data.h"
 #include "util/check.h"
 
 namespace meshtrain::tools {
@@ -17,7 +20,9 @@ int run_generate(const Args& argv) {
                                  {"max_new_tokens", "tokens to generate (default 100)"},
                                  {"top_k", "sample from the k most likely tokens; 0 = greedy (default 0)"},
                                  {"temperature", "sampling temperature (default 1.0)"},
-                                 {"seed", "sampling seed (default 0)"}};
+                                 {"seed", "sampling seed (default 0)"},
+                                 {"tokenizer_name", "HF tokenizer directory (default: the model's tokenizer.json, "
+                                                    "else the byte tokenizer)"}};
   for (auto& spec : parallel_flag_specs()) specs.push_back(spec);
   Flags flags("generate", specs, argv);
   if (flags.help_requested()) {
@@ -41,12 +46,22 @@ int run_generate(const Args& argv) {
   const double temperature = flags.get_double("temperature", 1.0);
   if (new_tokens < 0 || top_k < 0 || temperature <= 0)
     throw UsageError("meshtrain generate: --max_new_tokens and --top_k must be >= 0 and --temperature > 0");
-  MT_CHECK(model->config().vocab_size >= data::kByteVocabSize, "generate uses the byte tokenizer, "
-           "which needs vocab_size >= 256; the model has ", model->config().vocab_size);
   MT_CHECK(!prompt.empty(), "--prompt must not be empty");
+  std::optional<data::Tokenizer> tokenizer;
+  if (auto dir = tokenizer_from(flags)) tokenizer = data::Tokenizer::load(*dir);
+  const int64_t vocab = model->config().vocab_size;
+  MT_CHECK(tokenizer || vocab >= data::kByteVocabSize, "generate uses the byte tokenizer (the model directory has no "
+           "tokenizer.json), which needs vocab_size >= 256; the model has ", vocab);
+  MT_CHECK(!tokenizer || tokenizer->vocab_size() <= vocab, "the tokenizer has ", tokenizer ? tokenizer->vocab_size() : 0,
+           " ids, more than the model's vocab_size ", vocab);
 
   auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(flags.get_int("seed", 0)));
-  auto ids = data::encode_bytes(prompt);
+  std::vector<int64_t> ids;
+  if (tokenizer) {
+    for (int32_t id : tokenizer->encode(prompt, /*add_special_tokens=*/true)) ids.push_back(id);
+  } else {
+    ids = data::encode_bytes(prompt);
+  }
   const int64_t window = model->config().max_position_embeddings;
   at::NoGradGuard no_grad;
   for (int64_t i = 0; i < new_tokens; ++i) {
@@ -63,7 +78,10 @@ int run_generate(const Args& argv) {
     }
     ids.push_back(next);
   }
-  if (runtime.env.rank == 0) std::cout << data::decode_bytes(ids) << "\n";
+  if (runtime.env.rank == 0)
+    std::cout << (tokenizer ? tokenizer->decode(std::vector<int32_t>(ids.begin(), ids.end()), /*skip_special_tokens=*/true)
+                            : data::decode_bytes(ids))
+              << "\n";
   return 0;
 }
 

@@ -10,6 +10,7 @@
 #include "tools/flight_dump.h"
 #include "tools/flags.h"
 #include "tools/parallel_flags.h"
+#include "tools/text_data.h"
 #include "train/trainer.h"
 #include "util/check.h"
 #include "util/files.h"
@@ -26,7 +27,9 @@ std::vector<FlagSpec> train_flags() {
   std::vector<FlagSpec> specs = {
       {"model_name_or_path", "HF checkpoint directory to start from"},
       {"config_name", std::string("HF config.json of a fresh model (default ") + kDefaultConfig + ")"},
-      {"data", std::string("token file: .npy .bin .txt .jsonl (default ") + kDefaultData + ")"},
+      {"data", std::string("token file: .npy .bin, or text: .txt .jsonl (default ") + kDefaultData + ")"},
+      {"tokenizer_name", "HF tokenizer directory (tokenizer.json) for text data (default: the one in "
+                         "--model_name_or_path; none: the byte tokenizer)"},
       {"seq_len", "tokens per training window (default 256)"},
       {"eval_data", "token file evaluated every --eval_steps (eval_loss, eval_ppl in metrics.jsonl)"},
       {"validation_split_percentage", "hold out the first P% of --data's windows as the eval data"},
@@ -79,16 +82,6 @@ int run_train(const Args& argv) {
 
   if (args.eval_strategy == train::EvalStrategy::Steps && !eval_given)
     throw UsageError("meshtrain train: --eval_strategy steps needs --eval_data or --validation_split_percentage");
-  auto dataset = data::open_token_dataset(resolve_path(flags.get("data", kDefaultData)));
-  const data::TokenDataset* train_data = dataset.get();
-  std::unique_ptr<data::TokenDataset> eval_file;
-  data::ValidationSplit split;
-  if (flags.has("eval_data")) eval_file = data::open_token_dataset(resolve_path(flags.get("eval_data", "")));
-  if (flags.has("validation_split_percentage")) {
-    split = data::split_validation(*dataset, seq_len, flags.get_double("validation_split_percentage", 0.0));
-    train_data = split.train.get();
-  }
-  const data::TokenDataset* eval_data = eval_file ? eval_file.get() : split.eval.get();
   const auto options = parallel_options_from(flags);
   auto runtime = start_runtime_from(flags);
   set_flight_fallback_dir(args.output_dir);
@@ -109,10 +102,23 @@ int run_train(const Args& argv) {
     for (auto& layer : parallel_model->model().moe_layers()) layer->set_capacity_factor(factor);
   }
   if (runtime.env.rank == 0) report_tp_plan(*parallel_model);
+
+  const auto tokenizer = tokenizer_from(flags);
+  const int64_t vocab_size = parallel_model->model().config().vocab_size;
+  auto dataset = open_data(resolve_path(flags.get("data", kDefaultData)), tokenizer, runtime, vocab_size);
+  const data::TokenDataset* train_data = dataset.get();
+  std::unique_ptr<data::TokenDataset> eval_file;
+  data::ValidationSplit split;
+  if (flags.has("eval_data")) eval_file = open_data(resolve_path(flags.get("eval_data", "")), tokenizer, runtime, vocab_size);
+  if (flags.has("validation_split_percentage")) {
+    split = data::split_validation(*dataset, seq_len, flags.get_double("validation_split_percentage", 0.0));
+    train_data = split.train.get();
+  }
   train::Trainer trainer(parallel_model, *train_data, seq_len, args);
-  trainer.eval_data = eval_data;
+  trainer.eval_data = eval_file ? eval_file.get() : split.eval.get();
   trainer.resume_if_possible = runtime.env.restart > 0;  // launch --max_restarts, or torchrun's
   trainer.train();
+  if (tokenizer && runtime.env.rank == 0 && !trainer.preempted()) save_tokenizer(*tokenizer, args.output_dir);
   return 0;
 }
 
