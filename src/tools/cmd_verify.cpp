@@ -179,7 +179,7 @@ void print_table(const Job& job, const RunRecord& reference, const std::vector<R
   for (auto& r : rows) width = std::max(width, r.layout.name().size());
   auto line = [&](const std::string& name, int64_t ranks, const std::string& loss, const std::string& norm,
                   const RunRecord& run, const std::string& result) {
-    const std::string peak = run.peak_memory_mib ? number("%.0f", *run.peak_memory_mib) : "-";
+    const std::string peak = run.peak_memory_mib ? number("%.1f", *run.peak_memory_mib) : "-";
     const std::string rate = run.error.empty() ? number("%.0f", run.tokens_per_s) : "-";
     std::printf("%-*s %5lld %10s %10s %10s %9s  %s\n", static_cast<int>(width), name.c_str(), (long long)ranks,
                 loss.c_str(), norm.c_str(), rate.c_str(), peak.c_str(), result.c_str());

@@ -18,16 +18,17 @@ struct LineSpec {
   const char* title;
   const char* y_title;
   bool log_allowed;  // loss and grad norm span decades early in training
+  bool from_zero;    // amounts read against zero: a flat curve must not fill the panel
 };
 
 // The line panels, in reading order; each appears when some run logged its key.
 constexpr LineSpec kLines[] = {
-    {"loss", "Loss", "cross-entropy (nats/token)", true},
-    {"lr", "Learning rate", "learning rate", false},
-    {"grad_norm", "Gradient norm", "global L2 norm", true},
-    {"tokens_per_s", "Throughput", "tokens / s", false},
-    {"peak_memory_mib", "Peak memory", "MiB", false},
-    {"aux_loss", "Router load-balancing loss", "aux loss", false},
+    {"loss", "Loss", "cross-entropy (nats/token)", true, false},
+    {"lr", "Learning rate", "learning rate", false, false},
+    {"grad_norm", "Gradient norm", "global L2 norm", true, false},
+    {"tokens_per_s", "Throughput", "tokens / s", false, true},
+    {"peak_memory_mib", "Peak memory", "MiB", false, true},
+    {"aux_loss", "Router load-balancing loss", "aux loss", false, false},
 };
 
 constexpr double kMargin = 16, kPanelHeight = 290, kXTitleHeight = 25, kColourBarSpace = 120;
@@ -62,7 +63,7 @@ Ticks value_ticks(const std::vector<PlotRun>& runs, const LineSpec& spec) {
         if (std::isfinite(v)) values.push_back(v);
   const auto [lo, hi] = std::minmax_element(values.begin(), values.end());
   if (spec.log_allowed && wants_log_scale(values)) return log_ticks(*lo, *hi);
-  return linear_ticks(*lo, *hi, 6);
+  return linear_ticks(spec.from_zero ? std::min(*lo, 0.0) : *lo, *hi, 6);
 }
 
 // Runs that reproduce each other (parallel layouts of one job) draw the same curve: earlier runs

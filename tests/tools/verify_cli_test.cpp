@@ -59,6 +59,7 @@ TEST(VerifyCli, EveryTwoRankLayoutOfLlamaTinyMatchesOneRankAndKeepKeepsTheRuns) 
     EXPECT_LE(rows[name].grad_norm, 1e-5) << name;
   }
   EXPECT_NE(r.out.find("single (reference)     1"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find(" -  ok"), std::string::npos) << "a run without peak_memory_mib\n" << r.out;
   EXPECT_NE(r.err.find("verify: [7/7] tp2+sp (2 ranks) ... done"), std::string::npos) << r.err;
   // --keep: one directory per run with its log and every step's metrics.
   std::vector<fs::path> kept(fs::directory_iterator(tmp), fs::directory_iterator{});
