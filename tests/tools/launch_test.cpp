@@ -26,10 +26,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
 fs::path temp_file(const std::string& name) {
   auto p = fs::temp_directory_path() / ("mt_launch_" + std::to_string(::getpid()) + "_" + name);
   fs::remove(p);

@@ -24,8 +24,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
-
 const std::string kTiny = " --config_name " + kSource + "/configs/llama-tiny --data " + kSource +
                           "/data/corpus.txt --seq_len 32 --logging_steps 1";
 
