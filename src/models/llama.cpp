@@ -31,8 +31,9 @@ LlamaDecoderLayer::LlamaDecoderLayer(const LlamaConfig& c, int64_t layer_index) 
       "post_attention_layernorm", std::make_shared<nn::RMSNorm>(c.hidden_size, c.rms_norm_eps));
 }
 
-nn::LayerOutput LlamaDecoderLayer::forward(const at::Tensor& hidden, const nn::RopeTables& rope) {
-  auto h = hidden + self_attn->forward(input_layernorm->forward(hidden), rope);
+nn::LayerOutput LlamaDecoderLayer::forward(const at::Tensor& hidden, const nn::RopeTables& rope,
+                                           const at::Tensor& document_ids) {
+  auto h = hidden + self_attn->forward(input_layernorm->forward(hidden), rope, document_ids);
   auto normed = post_attention_layernorm->forward(h);
   if (!moe) return {h + mlp->forward(normed), std::nullopt};
   auto out = moe->forward(normed);
@@ -50,13 +51,14 @@ LlamaModel::LlamaModel(const LlamaConfig& c) : rotary_(c.head_dim, c.rope_theta,
   norm = register_module("norm", std::make_shared<nn::RMSNorm>(c.hidden_size, c.rms_norm_eps));
 }
 
-at::Tensor LlamaModel::forward(const at::Tensor& input_ids, const at::Tensor& position_ids, Routing* routing) {
+at::Tensor LlamaModel::forward(const at::Tensor& input_ids, const at::Tensor& position_ids, Routing* routing,
+                              const at::Tensor& document_ids) {
   auto hidden = embed_tokens->forward(input_ids);
   auto rope = rotary_.tables(position_ids, hidden.scalar_type());
   for (size_t i = 0; i < layers.size(); ++i) {
     // By value: a runner may run the layer again in backward (activation checkpointing).
-    auto out = runners.run(static_cast<int64_t>(i), [layer = layers[i], rope](const at::Tensor& x) {
-      return layer->forward(x, rope);
+    auto out = runners.run(static_cast<int64_t>(i), [layer = layers[i], rope, document_ids](const at::Tensor& x) {
+      return layer->forward(x, rope, document_ids);
     }, hidden);
     hidden = out.hidden;
     if (out.router && routing) routing->push_back(std::move(*out.router));
@@ -71,12 +73,13 @@ LlamaForCausalLM::LlamaForCausalLM(const LlamaConfig& c) : config_(c) {
   for (auto& [name, p] : named_params()) placements_[name] = nn::ParamPlacement::whole(p.sizes().vec());
 }
 
-at::Tensor LlamaForCausalLM::forward(const at::Tensor& input_ids, const at::Tensor& position_ids, Routing* routing) {
+at::Tensor LlamaForCausalLM::forward(const at::Tensor& input_ids, const at::Tensor& position_ids, Routing* routing,
+                                     const at::Tensor& document_ids) {
   MT_CHECK(input_ids.dim() == 2, "input_ids must be [B, T], got ", input_ids.sizes());
   auto positions = position_ids.defined()
                        ? position_ids
                        : at::arange(input_ids.size(1), input_ids.options()).unsqueeze(0).expand_as(input_ids);
-  auto hidden = model->forward(input_ids, positions, routing);
+  auto hidden = model->forward(input_ids, positions, routing, document_ids);
   if (lm_head) return lm_head->forward(hidden);
   return tied_head_style->linear(hidden, model->embed_tokens->weight, {});
 }

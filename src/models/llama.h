@@ -27,8 +27,8 @@ using Routing = std::vector<nn::RouterRecord>;
 class LlamaDecoderLayer : public torch::nn::Module {
  public:
   LlamaDecoderLayer(const LlamaConfig& c, int64_t layer_index = 0);
-  // The hidden states, and a MoE layer's router record.
-  nn::LayerOutput forward(const at::Tensor& hidden, const nn::RopeTables& rope);
+  // The hidden states, and a MoE layer's router record. document_ids: see LlamaModel::forward.
+  nn::LayerOutput forward(const at::Tensor& hidden, const nn::RopeTables& rope, const at::Tensor& document_ids = {});
 
   std::shared_ptr<nn::RMSNorm> input_layernorm, post_attention_layernorm;
   std::shared_ptr<nn::Attention> self_attn;
@@ -39,8 +39,11 @@ class LlamaDecoderLayer : public torch::nn::Module {
 class LlamaModel : public torch::nn::Module {
  public:
   explicit LlamaModel(const LlamaConfig& c);
-  // input_ids [B, T], position_ids [B, T] -> final hidden states [B, T, D]
-  at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& position_ids, Routing* routing = nullptr);
+  // input_ids [B, T], position_ids [B, T] -> final hidden states [B, T, D]. document_ids [B, T_global]
+  // (nn::packed_document_ids of the whole sequence's position_ids, before any sequence sharding):
+  // attention stays inside each document; undefined: causal over each row.
+  at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& position_ids, Routing* routing = nullptr,
+                     const at::Tensor& document_ids = {});
 
   std::shared_ptr<nn::Embedding> embed_tokens;
   std::vector<std::shared_ptr<LlamaDecoderLayer>> layers;
@@ -56,8 +59,9 @@ class LlamaForCausalLM : public torch::nn::Module {
   explicit LlamaForCausalLM(const LlamaConfig& c);
 
   // input_ids [B, T] -> logits [B, T, V]. position_ids default to 0..T-1 for every row. The MoE
-  // layers' router records go to `routing` when given.
-  at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& position_ids = {}, Routing* routing = nullptr);
+  // layers' router records go to `routing` when given. document_ids: see LlamaModel::forward.
+  at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& position_ids = {}, Routing* routing = nullptr,
+                     const at::Tensor& document_ids = {});
 
   // Fresh weights as HF initialises them (normal(0, initializer_range) for matrices, ones for
   // norms, zeros for biases, a zero padding row), each drawn from a generator keyed by

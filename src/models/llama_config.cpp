@@ -152,6 +152,12 @@ LlamaConfig LlamaConfig::from_json(const json& j, const std::string& source) {
   c.initializer_range = field<double>(j, "initializer_range", source, 0.02);
   if (j.contains("pad_token_id") && !j["pad_token_id"].is_null())
     c.pad_token_id = field<int64_t>(j, "pad_token_id", source);
+  if (j.contains("eos_token_id") && !j["eos_token_id"].is_null()) {
+    const auto& eos = j["eos_token_id"];
+    MT_CHECK(eos.is_number_integer() || (eos.is_array() && !eos.empty() && eos[0].is_number_integer()), source,
+             ": eos_token_id must be an integer or a list of integers, got ", eos.dump());
+    c.eos_token_id = eos.is_array() ? eos[0].get<int64_t>() : eos.get<int64_t>();
+  }
   auto act = field<std::string>(j, "hidden_act", source, "silu");
   MT_CHECK(act == "silu", source, ": unsupported hidden_act \"", act, "\" (supported: silu)");
   if (model_type != "llama") parse_moe(j, source, c);

@@ -55,6 +55,7 @@ struct LlamaConfig {
   bool mlp_bias = false;
   double initializer_range = 0.02;
   std::optional<int64_t> pad_token_id;
+  std::optional<int64_t> eos_token_id;  // the first when config.json lists several
   bool qk_norm = false;  // RMSNorm over head_dim on q and k before RoPE (qwen3_moe)
   std::optional<MoeConfig> moe;
   nlohmann::json raw;  // the config.json as read

@@ -15,7 +15,7 @@ Attention::Attention(const AttentionShape& s) : head_dim_(s.head_dim) {
   }
 }
 
-at::Tensor Attention::forward(const at::Tensor& input, const RopeTables& rope) {
+at::Tensor Attention::forward(const at::Tensor& input, const RopeTables& rope, const at::Tensor& document_ids) {
   auto x = block_->enter(input);
   const int64_t B = x.size(0), T = x.size(1);
   // Head counts come from the projections' outputs, so a tensor-parallel shard sees H/tp.
@@ -27,7 +27,7 @@ at::Tensor Attention::forward(const at::Tensor& input, const RopeTables& rope) {
   auto q = apply_rotary(heads(q_proj->forward(x), q_norm), rope);
   auto k = apply_rotary(heads(k_proj->forward(x), k_norm), rope);
   auto v = heads(v_proj->forward(x));
-  auto out = core_->forward(q, k, v, 1.0 / std::sqrt(static_cast<double>(head_dim_))).out;
+  auto out = core_->forward(q, k, v, 1.0 / std::sqrt(static_cast<double>(head_dim_)), document_ids).out;
   return block_->leave(o_proj->forward(out.transpose(1, 2).reshape({B, T, -1})));
 }
 

@@ -24,7 +24,8 @@ struct AttentionShape {
 class Attention : public torch::nn::Module {
  public:
   explicit Attention(const AttentionShape& shape);
-  at::Tensor forward(const at::Tensor& x, const RopeTables& rope);  // [B, T, D] -> [B, T, D]
+  // [B, T, D] -> [B, T, D]; document_ids as AttentionCore takes them (undefined: causal rows).
+  at::Tensor forward(const at::Tensor& x, const RopeTables& rope, const at::Tensor& document_ids = {});
   void set_core(std::shared_ptr<AttentionCore> core) { core_ = std::move(core); }
   void set_block_style(std::shared_ptr<BlockStyle> style) { block_ = std::move(style); }
 

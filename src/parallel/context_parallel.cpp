@@ -2,7 +2,11 @@
 
 #include <torch/csrc/autograd/custom_function.h>
 
+#include <limits>
+
 #include "dist/collectives.h"
+#include "nn/attention_blocks.h"
+#include "nn/document_mask.h"
 #include "util/check.h"
 
 namespace meshtrain::parallel {
@@ -131,53 +135,20 @@ using torch::autograd::variable_list;
 //    tail chunk 2·cp−1−rank sees both of the source's chunks fully (src < cp <= 2·cp−1−rank,
 //    2·cp−1−src < 2·cp−1−rank).
 // Every block but the diagonal is c × 2c, so the ranks stay balanced, and none is fully masked.
-struct Block {
-  bool causal;
-  int64_t q_begin, q_len;  // local query rows
-  int64_t kv_len;          // leading rows of the source's keys/values
-};
-
-Block block_for(int src, int rank, int64_t c) {
-  if (src == rank) return {true, 0, 2 * c, 2 * c};
-  if (src < rank) return {false, 0, 2 * c, c};
-  return {false, c, c, 2 * c};
-}
-
-std::pair<at::Tensor, at::Tensor> block_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                                bool causal, double scale) {
-  const int64_t n_rep = q.size(1) / k.size(1);
-  auto [out, lse] = at::_scaled_dot_product_flash_attention_for_cpu(
-      q.contiguous(), nn::repeat_kv(k, n_rep).contiguous(), nn::repeat_kv(v, n_rep).contiguous(), /*dropout_p=*/0.0,
-      causal, /*attn_mask=*/{}, scale);
-  return {out, lse};
-}
-
-// grad [B, Hkv·n_rep, T, d] of the repeated heads -> [B, Hkv, T, d], summed per kv head.
-at::Tensor fold_heads(const at::Tensor& grad, int64_t n_rep) {
-  if (n_rep == 1) return grad;
-  auto s = grad.sizes();
-  return grad.reshape({s[0], s[1] / n_rep, n_rep, s[2], s[3]}).sum(2);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> block_backward(const at::Tensor& dout, const at::Tensor& q,
-                                                              const at::Tensor& k, const at::Tensor& v,
-                                                              const at::Tensor& out, const at::Tensor& lse, bool causal,
-                                                              double scale) {
-  const int64_t n_rep = q.size(1) / k.size(1);
-  auto [dq, dk, dv] = at::_scaled_dot_product_flash_attention_for_cpu_backward(
-      dout.contiguous(), q.contiguous(), nn::repeat_kv(k, n_rep).contiguous(), nn::repeat_kv(v, n_rep).contiguous(),
-      out.contiguous(), lse.contiguous(), /*dropout_p=*/0.0, causal, /*attn_mask=*/{}, scale);
-  return {dq, fold_heads(dk, n_rep), fold_heads(dv, n_rep)};
-}
-
-// In place: (out, lse) rows <- the log-sum-exp merge of themselves with a block's (o, l), in fp32.
-void merge_into(at::Tensor out, at::Tensor lse, const at::Tensor& o, const at::Tensor& l) {
-  auto lf = l.to(at::kFloat);
-  auto merged = at::logaddexp(lse, lf);
-  auto keep = at::exp(lse - merged).unsqueeze(-1);
-  auto take = at::exp(lf - merged).unsqueeze(-1);
-  out.mul_(keep).add_(o.to(at::kFloat) * take);
-  lse.copy_(merged);
+// Packed documents narrow each pair of chunks to the documents they share (nn/document_mask.h),
+// and pairs of documents that never meet get no block.
+std::vector<nn::AttentionBlock> blocks_for(int src, int rank, int cp, int64_t c, const at::Tensor& document_ids) {
+  if (!document_ids.defined()) {
+    if (src == rank) return {{-1, 0, 2 * c, 0, 2 * c, true, {}}};
+    if (src < rank) return {{-1, 0, 2 * c, 0, c, false, {}}};
+    return {{-1, c, c, 0, 2 * c, false, {}}};
+  }
+  std::vector<nn::AttentionBlock> blocks;
+  const int64_t ours[2] = {rank, 2 * cp - 1 - rank}, theirs[2] = {src, 2 * cp - 1 - src};
+  for (int64_t qi = 0; qi < 2; ++qi)
+    for (int64_t kj = 0; kj < 2; ++kj)
+      nn::add_document_blocks(document_ids, {ours[qi] * c, qi * c, c}, {theirs[kj] * c, kj * c, c}, blocks);
+  return blocks;
 }
 
 // K and V travel as one flat buffer [2·numel(k)].
@@ -229,21 +200,16 @@ class KvStream {
 };
 
 std::pair<at::Tensor, at::Tensor> ring_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                               dist::Group& g, double scale, CpCommStrategy strategy) {
+                                               const at::Tensor& document_ids, dist::Group& g, double scale,
+                                               CpCommStrategy strategy) {
   const int64_t c = q.size(2) / 2;
   KvStream kv(g, pack(k, v), strategy);
-  at::Tensor out, lse;
+  auto out = at::zeros(q.sizes(), q.options().dtype(at::kFloat));
+  auto lse = at::full({q.size(0), q.size(1), q.size(2)}, -std::numeric_limits<float>::infinity(),
+                      q.options().dtype(at::kFloat));
   for (int step = 0; step < g.size(); ++step) {
     auto [kb, vb] = unpack(kv.begin_step(step), k.sizes());
-    const Block b = block_for(kv.source(step), g.rank(), c);
-    auto [o, l] = block_forward(q.narrow(2, b.q_begin, b.q_len), kb.narrow(2, 0, b.kv_len),
-                                vb.narrow(2, 0, b.kv_len), b.causal, scale);
-    if (step == 0) {  // the diagonal block covers every row
-      out = at::empty(q.sizes(), q.options().dtype(at::kFloat)).copy_(o);
-      lse = at::empty({q.size(0), q.size(1), q.size(2)}, q.options().dtype(at::kFloat)).copy_(l);
-    } else {
-      merge_into(out.narrow(2, b.q_begin, b.q_len), lse.narrow(2, b.q_begin, b.q_len), o, l);
-    }
+    nn::attend_blocks(blocks_for(kv.source(step), g.rank(), g.size(), c, document_ids), q, kb, vb, scale, out, lse);
     kv.end_step(step);
   }
   return {out.to(q.scalar_type()), lse};
@@ -256,7 +222,8 @@ std::pair<at::Tensor, at::Tensor> ring_forward(const at::Tensor& q, const at::Te
 std::tuple<at::Tensor, at::Tensor, at::Tensor> ring_backward(const at::Tensor& dout, const at::Tensor& q,
                                                              const at::Tensor& k, const at::Tensor& v,
                                                              const at::Tensor& out, const at::Tensor& lse,
-                                                             dist::Group& g, double scale, CpCommStrategy strategy) {
+                                                             const at::Tensor& document_ids, dist::Group& g,
+                                                             double scale, CpCommStrategy strategy) {
   const int cp = g.size(), rank = g.rank();
   const int64_t c = q.size(2) / 2;
   auto local = pack(k, v);
@@ -276,14 +243,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ring_backward(const at::Tensor& d
       dist::wait_work(g, dkv_send, "ring attention gradient send");
       dkv = dkv_next;
     }
-    const Block b = block_for(src, rank, c);
-    auto rows = [&](const at::Tensor& t) { return t.narrow(2, b.q_begin, b.q_len); };
-    auto [dqb, dkb, dvb] = block_backward(rows(dout), rows(q), kb.narrow(2, 0, b.kv_len), vb.narrow(2, 0, b.kv_len),
-                                          rows(out), rows(lse), b.causal, scale);
-    rows(dq).add_(dqb);
     auto [dk_acc, dv_acc] = unpack(ring ? dkv : dkv[src], k.sizes());
-    dk_acc.narrow(2, 0, b.kv_len).add_(dkb);
-    dv_acc.narrow(2, 0, b.kv_len).add_(dvb);
+    nn::attend_blocks_backward(blocks_for(src, rank, cp, c, document_ids), dout, q, kb, vb, out, lse, scale, dq,
+                               dk_acc, dv_acc);
     if (ring) {  // on to the next holder of this source; after the last step, to its owner
       dkv_next = at::empty_like(dkv);
       dkv_send = dist::send_async(g, dkv, (rank + 1) % cp, kTagGradKv);
@@ -305,9 +267,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ring_backward(const at::Tensor& d
 
 struct RingAttentionFn : torch::autograd::Function<RingAttentionFn> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                               dist::Group* g, double scale, CpCommStrategy strategy) {
+                               const std::optional<at::Tensor>& documents, dist::Group* g, double scale,
+                               CpCommStrategy strategy) {
     auto qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
-    auto [out, lse] = ring_forward(qc, kc, vc, *g, scale, strategy);
+    const auto document_ids = documents.value_or(at::Tensor());
+    auto [out, lse] = ring_forward(qc, kc, vc, document_ids, *g, scale, strategy);
+    if (document_ids.defined()) ctx->saved_data["documents"] = document_ids;
     ctx->saved_data["group"] = reinterpret_cast<int64_t>(g);
     ctx->saved_data["scale"] = scale;
     ctx->saved_data["strategy"] = static_cast<int64_t>(strategy);
@@ -323,10 +288,11 @@ struct RingAttentionFn : torch::autograd::Function<RingAttentionFn> {
     // Every rank of the ring must take part, even one whose output received no gradient.
     auto dout = grads[0].defined() ? grads[0] : at::zeros_like(out);
     auto* g = reinterpret_cast<dist::Group*>(ctx->saved_data["group"].toInt());
+    const auto documents = ctx->saved_data.count("documents") ? ctx->saved_data["documents"].toTensor() : at::Tensor();
     auto [dq, dk, dv] =
-        ring_backward(dout, q, saved[1], saved[2], out, saved[4], *g, ctx->saved_data["scale"].toDouble(),
+        ring_backward(dout, q, saved[1], saved[2], out, saved[4], documents, *g, ctx->saved_data["scale"].toDouble(),
                       static_cast<CpCommStrategy>(ctx->saved_data["strategy"].toInt()));
-    return {dq, dk, dv, at::Tensor(), at::Tensor(), at::Tensor()};
+    return {dq, dk, dv, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -334,8 +300,8 @@ struct RingAttentionFn : torch::autograd::Function<RingAttentionFn> {
 
 RingAttention::RingAttention(dist::Group& cp_group, CpCommStrategy strategy) : group_(&cp_group), strategy_(strategy) {}
 
-nn::AttentionResult RingAttention::forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                           double scale) {
+nn::AttentionResult RingAttention::forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
+                                           const at::Tensor& document_ids) {
   MT_CHECK(q.dim() == 4 && k.dim() == 4 && v.sizes() == k.sizes() && q.size(0) == k.size(0) && q.size(3) == k.size(3),
            "ring attention expects q [B, H, T/cp, d] and k, v [B, Hkv, T/cp, d]; got q ", q.sizes(), ", k ", k.sizes(),
            ", v ", v.sizes());
@@ -343,11 +309,16 @@ nn::AttentionResult RingAttention::forward(const at::Tensor& q, const at::Tensor
            " kv heads");
   MT_CHECK(q.size(2) == k.size(2), "is_causal requires the same query and context sequence lengths (got ", q.size(2),
            " and ", k.size(2), ")");
-  if (group_->size() == 1) return nn::LocalCausalAttention().forward(q, k, v, scale);
+  if (group_->size() == 1) return nn::LocalCausalAttention().forward(q, k, v, scale, document_ids);
   MT_CHECK(q.size(2) % 2 == 0, "ring attention: a rank holds two equal chunks of the load-balanced sequence, so its "
            "length T/cp must be even; got ", q.size(2), " (cp=", group_->size(), ")");
+  MT_CHECK(!document_ids.defined() ||
+               (document_ids.size(0) == q.size(0) && document_ids.size(1) == q.size(2) * group_->size()),
+           "ring attention: document_ids ", document_ids.sizes(), " do not cover ", q.size(0), " rows of ",
+           q.size(2) * group_->size(), " tokens (T/cp=", q.size(2), ", cp=", group_->size(), ")");
   MT_CHECK(q.is_cpu(), "ring attention runs on CPU tensors only for now; got ", q.device());
-  auto res = RingAttentionFn::apply(q, k, v, group_, scale, strategy_);
+  auto documents = document_ids.defined() ? std::optional<at::Tensor>(document_ids) : std::nullopt;
+  auto res = RingAttentionFn::apply(q, k, v, documents, group_, scale, strategy_);
   return {res[0], res[1]};
 }
 

@@ -1,7 +1,8 @@
 // Context parallelism over the cp dim: head-tail load-balanced sequence shards (rank r holds
 // chunks r and 2·cp−1−r of 2·cp equal chunks) and RingAttention, the AttentionCore that attends
 // this rank's queries to every rank's keys/values and merges the partial results by log-sum-exp
-// in fp32. Attention is causal only; no rank computes a fully masked block.
+// in fp32. Attention is causal, or document-causal for packed rows; no rank computes a fully
+// masked block.
 #pragma once
 #include <memory>
 #include <string>
@@ -50,8 +51,11 @@ void check_context_parallel_causal(bool is_causal);
 class RingAttention : public nn::AttentionCore {
  public:
   explicit RingAttention(dist::Group& cp_group, CpCommStrategy strategy = CpCommStrategy::Ring);
-  nn::AttentionResult forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                              double scale) override;
+  using nn::AttentionCore::forward;
+  // document_ids cover the whole sequence [B, T]; each step attends only the documents a pair of
+  // chunks shares.
+  nn::AttentionResult forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
+                              const at::Tensor& document_ids) override;
   CpCommStrategy strategy() const { return strategy_; }
 
  private:

@@ -7,6 +7,7 @@
 #include "dist/device_mesh.h"
 #include "models/hf_weights.h"
 #include "nn/causal_lm_loss.h"
+#include "nn/document_mask.h"
 #include "parallel/activation_checkpointing.h"
 #include "parallel/ddp.h"
 #include "parallel/expert_parallel.h"
@@ -79,19 +80,24 @@ ParallelModel::ParallelModel(std::shared_ptr<models::LlamaForCausalLM> model,
 ParallelModel::~ParallelModel() = default;
 
 at::Tensor ParallelModel::forward(const at::Tensor& input_ids, const at::Tensor& position_ids,
-                                  models::Routing* routing) {
+                                  models::Routing* routing, const at::Tensor& document_ids) {
   if (parts_.fsdp) parts_.fsdp->gather_root();
-  return model_->forward(input_ids, position_ids, routing);
+  return model_->forward(input_ids, position_ids, routing, document_ids);
 }
 
-at::Tensor ParallelModel::loss_sum(const at::Tensor& input_ids, const at::Tensor& targets, models::Routing* routing) {
+at::Tensor ParallelModel::loss_sum(const at::Tensor& input_ids, const at::Tensor& targets, models::Routing* routing,
+                                   const at::Tensor& position_ids) {
+  // The documents of the whole rows, before sharding: every attention core sees them whole.
+  const auto documents = position_ids.defined() ? nn::packed_document_ids(position_ids) : at::Tensor();
   at::Tensor logits, local_targets = targets;
   if (mesh_->size(MeshDim::Cp) > 1 || mesh_->size(MeshDim::Sp) > 1) {
     local_targets = shard_sequence(targets, *mesh_);
     logits = forward(shard_sequence(input_ids, *mesh_),
-                     sequence_position_ids(input_ids.size(0), input_ids.size(1), *mesh_), routing);
+                     position_ids.defined() ? shard_sequence(position_ids, *mesh_)
+                                            : sequence_position_ids(input_ids.size(0), input_ids.size(1), *mesh_),
+                     routing, documents);
   } else {
-    logits = forward(input_ids, {}, routing);
+    logits = forward(input_ids, position_ids, routing, documents);
   }
   if (parts_.tp->logits_vocab_sharded)
     return vocab_parallel_cross_entropy_sum(logits, local_targets, mesh_->group(MeshDim::Tp), parts_.tp->vocab_offset);

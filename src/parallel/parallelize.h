@@ -40,13 +40,15 @@ class ParallelModel {
   ~ParallelModel();
 
   at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& position_ids = {},
-                     models::Routing* routing = nullptr);
+                     models::Routing* routing = nullptr, const at::Tensor& document_ids = {});
   // Forward and the summed cross entropy of the targets (labels already shifted on the full
   // sequence) that count, vocab-parallel when the logits are sharded. Under cp / sp the rows
   // are cut to this rank's sequence shard (with its global positions) first, so the sum covers
-  // this rank's tokens only: summed over dp_cp_sp it is the global step's. The step's loss is
-  // step_loss() (parallel/step_loss.h), which calls this.
-  at::Tensor loss_sum(const at::Tensor& input_ids, const at::Tensor& targets, models::Routing* routing = nullptr);
+  // this rank's tokens only: summed over dp_cp_sp it is the global step's. Packed rows give their
+  // position_ids [B, T] (restarting at each document): RoPE takes them and attention stays inside
+  // each document. The step's loss is step_loss() (parallel/step_loss.h), which calls this.
+  at::Tensor loss_sum(const at::Tensor& input_ids, const at::Tensor& targets, models::Routing* routing = nullptr,
+                      const at::Tensor& position_ids = {});
   // Whether sequences of seq_len tokens can be sharded over cp, sp and (sequence parallel) tp;
   // an error with the numbers if not.
   void check_sequence_length(int64_t seq_len) const;

@@ -86,7 +86,8 @@ StepLoss step_loss(ParallelModel& model, const std::vector<MicroBatch>& micro_ba
   const bool backward = pass == Pass::ForwardBackward;
   for (size_t m = 0; m < micro_batches.size(); ++m) {
     models::Routing routing;
-    auto sum = model.loss_sum(micro_batches[m].input_ids, micro_batches[m].targets, &routing);
+    const auto& mb = micro_batches[m];
+    auto sum = model.loss_sum(mb.input_ids, mb.targets, &routing, mb.position_ids);
     step.loss_sum += sum.item<double>();
     at::Tensor loss = sum / denominator;
     if (!routing.empty()) {

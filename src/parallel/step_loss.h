@@ -13,8 +13,9 @@ namespace meshtrain::parallel {
 class ParallelModel;
 
 struct MicroBatch {
-  at::Tensor input_ids;  // [B, T]
-  at::Tensor targets;    // [B, T], labels already shifted (nn::shift_labels)
+  at::Tensor input_ids;     // [B, T]
+  at::Tensor targets;       // [B, T], labels already shifted (nn::shift_labels)
+  at::Tensor position_ids = {};  // [B, T] of packed documents (restarting at each); undefined: 0..T-1
 };
 
 // The routing of an MoE model's micro-batches, summed.

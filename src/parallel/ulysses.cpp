@@ -52,20 +52,20 @@ UlyssesAttention::UlyssesAttention(dist::Group& sp_group, std::shared_ptr<nn::At
 }
 
 nn::AttentionResult UlyssesAttention::forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                              double scale) {
+                                              double scale, const at::Tensor& document_ids) {
   MT_CHECK(q.dim() == 4 && k.dim() == 4 && v.sizes() == k.sizes() && q.size(0) == k.size(0) &&
                q.size(2) == k.size(2) && q.size(3) == k.size(3),
            "Ulysses attention expects q [B, H, T/sp, d] and k, v [B, Hkv, T/sp, d]; got q ", q.sizes(), ", k ",
            k.sizes(), ", v ", v.sizes());
   const int64_t sp = group_->size();
-  if (sp == 1) return inner_->forward(q, k, v, scale);
+  if (sp == 1) return inner_->forward(q, k, v, scale, document_ids);
   check_ulysses_heads(q.size(1), k.size(1), sp);
   // Fewer kv heads than ranks: each kv head is replicated sp/Hkv times, so rank j receives the
   // kv head its query heads [j·H/sp, (j+1)·H/sp) use; autograd sums the replicas' gradients.
   const int64_t replicate = k.size(1) < sp ? sp / k.size(1) : 1;
   auto kr = nn::repeat_kv(k, replicate), vr = nn::repeat_kv(v, replicate);
   auto res = inner_->forward(sequence_to_heads(q, *group_), sequence_to_heads(kr, *group_),
-                             sequence_to_heads(vr, *group_), scale);
+                             sequence_to_heads(vr, *group_), scale, document_ids);
   return {heads_to_sequence(res.out, *group_), lse_to_sequence(res.lse, *group_)};
 }
 

@@ -23,8 +23,10 @@ class UlyssesAttention : public nn::AttentionCore {
  public:
   explicit UlyssesAttention(dist::Group& sp_group,
                             std::shared_ptr<nn::AttentionCore> inner = std::make_shared<nn::LocalCausalAttention>());
-  nn::AttentionResult forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                              double scale) override;
+  using nn::AttentionCore::forward;
+  // document_ids cover the whole sequence and go to the inner core unchanged.
+  nn::AttentionResult forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
+                              const at::Tensor& document_ids) override;
   const std::shared_ptr<nn::AttentionCore>& inner() const { return inner_; }
 
  private:

@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "data/token_dataset.h"
+#include "data/tokenizer.h"
 #include "data/validation_split.h"
 #include "models/hf_weights.h"
 #include "tools/commands.h"
@@ -31,6 +32,8 @@ std::vector<FlagSpec> train_flags() {
       {"tokenizer_name", "HF tokenizer directory (tokenizer.json) for text data (default: the one in "
                          "--model_name_or_path; none: the byte tokenizer)"},
       {"seq_len", "tokens per training window (default 256)"},
+      {"packing", "pack the documents of --data (each ending with EOS) into the windows, attention and "
+                  "positions restarting at each document (default off: plain windows of the token stream)", true},
       {"eval_data", "token file evaluated every --eval_steps (eval_loss, eval_ppl in metrics.jsonl)"},
       {"validation_split_percentage", "hold out the first P% of --data's windows as the eval data"},
       {"moe_capacity_factor", "MoE: each expert takes at most ceil(f * N * k / E) of a forward's N*k assignments, "
@@ -41,6 +44,20 @@ std::vector<FlagSpec> train_flags() {
   for (auto& [name, help] : train::TrainingArguments::field_help()) specs.push_back({name, help});
   for (auto& spec : parallel_flag_specs()) specs.push_back(spec);
   return specs;
+}
+
+// The EOS id that ends each document for --packing: the tokenizer's, else config.json's.
+int64_t packing_eos(const std::optional<std::filesystem::path>& tokenizer, const models::LlamaConfig& config) {
+  std::optional<int64_t> eos = config.eos_token_id;
+  if (tokenizer) {
+    if (auto id = data::Tokenizer::load(*tokenizer).eos_id()) eos = *id;
+  }
+  if (!eos)
+    throw UsageError("--packing needs the EOS id that ends each document: an eos_token in the tokenizer's "
+                     "tokenizer_config.json or eos_token_id in config.json; neither is set");
+  MT_CHECK(*eos >= 0 && *eos < config.vocab_size, "--packing: the EOS id ", *eos, " is outside the vocabulary [0, ",
+           config.vocab_size, ")");
+  return *eos;
 }
 
 }  // namespace
@@ -79,6 +96,10 @@ int run_train(const Args& argv) {
   args.validate();
   const int64_t seq_len = flags.get_int("seq_len", 256);
   if (seq_len < 2) throw UsageError("meshtrain train: --seq_len must be at least 2, got " + std::to_string(seq_len));
+  const auto packing_flag = flags.get("packing", "false");
+  if (packing_flag != "true" && packing_flag != "false")
+    throw UsageError("meshtrain train: --packing must be true or false, got '" + packing_flag + "'");
+  const bool packing = packing_flag == "true";
 
   if (args.eval_strategy == train::EvalStrategy::Steps && !eval_given)
     throw UsageError("meshtrain train: --eval_strategy steps needs --eval_data or --validation_split_percentage");
@@ -115,6 +136,7 @@ int run_train(const Args& argv) {
     train_data = split.train.get();
   }
   train::Trainer trainer(parallel_model, *train_data, seq_len, args);
+  if (packing) trainer.packing_eos_token_id = packing_eos(tokenizer, parallel_model->model().config());
   trainer.eval_data = eval_file ? eval_file.get() : split.eval.get();
   trainer.resume_if_possible = runtime.env.restart > 0;  // launch --max_restarts, or torchrun's
   trainer.train();

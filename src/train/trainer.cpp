@@ -180,6 +180,16 @@ void check_finite(int64_t step, double loss, double grad_norm, const fs::path& o
        " (lower --learning_rate or raise --warmup_steps, then --resume_from_checkpoint)");
 }
 
+void report_packing(const data::PackedDocuments& p) {
+  const double filled = 100.0 * static_cast<double>(p.tokens()) / static_cast<double>(p.num_windows() * p.seq_len());
+  std::fprintf(stderr, "packing: %lld documents into %lld windows of %lld tokens (%.1f%% data, the rest padding)",
+               (long long)p.documents(), (long long)p.num_windows(), (long long)p.seq_len(), filled);
+  if (p.split_documents() > 0)
+    std::fprintf(stderr, "; %lld documents longer than %lld tokens were split", (long long)p.split_documents(),
+                 (long long)p.seq_len());
+  std::fprintf(stderr, "\n");
+}
+
 }  // namespace
 
 Trainer::Trainer(std::shared_ptr<parallel::ParallelModel> model, const data::TokenDataset& dataset, int64_t seq_len,
@@ -198,8 +208,14 @@ std::vector<parallel::MicroBatch> Trainer::micro_batches(const data::WindowSampl
   const int64_t micro = args_.per_device_train_batch_size;
   std::vector<parallel::MicroBatch> out;
   for (int64_t m = 0; m < args_.gradient_accumulation_steps; ++m) {
-    auto ids = sampler.batch(position + (m * dp.size() + dp.rank()) * micro, micro);
-    out.push_back({ids, nn::shift_labels(ids)});
+    const int64_t first = position + (m * dp.size() + dp.rank()) * micro;
+    if (sampler.packed()) {
+      auto rows = sampler.packed_batch(first, micro);
+      out.push_back({rows.input_ids, rows.targets, rows.position_ids});
+    } else {
+      auto ids = sampler.batch(first, micro);
+      out.push_back({ids, nn::shift_labels(ids)});
+    }
   }
   return out;
 }
@@ -219,7 +235,13 @@ std::vector<StepRecord> Trainer::train() {
   std::unique_ptr<RunDirectory> run_dir;
   dist::collective_check(mesh.group(MeshDim::World),
                          [&] { run_dir = std::make_unique<RunDirectory>(out_dir, mesh.rank()); });
-  data::WindowSampler sampler(dataset_, seq_len_, static_cast<uint64_t>(args_.seed));
+  std::unique_ptr<data::PackedDocuments> packing;
+  if (packing_eos_token_id) {
+    packing = std::make_unique<data::PackedDocuments>(dataset_, seq_len_, *packing_eos_token_id);
+    if (talk) report_packing(*packing);
+  }
+  const auto seed = static_cast<uint64_t>(args_.seed);
+  auto sampler = packing ? data::WindowSampler(*packing, seed) : data::WindowSampler(dataset_, seq_len_, seed);
   AdamW optimizer(model_->model().named_params(),
                   {args_.adam_beta1, args_.adam_beta2, args_.adam_epsilon, args_.weight_decay});
   TrainerState state = start_state(args_, *model_, optimizer, talk, resume_if_possible);

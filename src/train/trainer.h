@@ -42,6 +42,9 @@ class Trainer {
   bool resume_if_possible = false;
   // Evaluated every eval_steps under eval_strategy steps (must outlive the trainer).
   const data::TokenDataset* eval_data = nullptr;
+  // --packing: the documents of the data, each ending with this EOS id, packed into windows
+  // (data/document_packing.h) with document-causal attention; unset: plain windows.
+  std::optional<int64_t> packing_eos_token_id;
 
  private:
   // This rank's micro-batches of the global step that starts at stream position `position`.

@@ -9,6 +9,7 @@
 #include "nn/causal_lm_loss.h"
 #include "parallel/ulysses.h"
 #include "support/attention_reference.h"
+#include "support/llama_configs.h"
 #include "support/run_ranks.h"
 #include "util/check.h"
 

@@ -1,6 +1,6 @@
 // Shared by the attention-core tests: local causal attention on the full sequence as the
-// reference (outputs, lse and the gradients of a random weighting), small Llama configs, and
-// the checks the tests make.
+// reference (outputs, lse and the gradients of a random weighting), also with packed documents,
+// and the checks the tests make.
 #pragma once
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -8,8 +8,8 @@
 #include <cmath>
 #include <filesystem>
 #include <string>
+#include <vector>
 
-#include "models/llama_config.h"
 #include "nn/attention_core.h"
 #include "util/check.h"
 
@@ -55,14 +55,52 @@ inline Reference serial_attention(int64_t B, int64_t H, int64_t Hkv, int64_t T, 
   return r;
 }
 
-inline models::LlamaConfig config_with(int64_t heads, int64_t kv, int64_t head_dim) {
-  auto j = models::LlamaConfig::load(std::filesystem::path(MESHTRAIN_SOURCE_DIR) / "configs/llama-tiny").raw;
-  j["num_attention_heads"] = heads;
-  j["num_key_value_heads"] = kv;
-  j["head_dim"] = head_dim;
-  j["hidden_size"] = heads * head_dim;
-  j["intermediate_size"] = 40;
-  return models::LlamaConfig::from_json(j, "test");
+// The same, with packed rows: document_ids [B, T] (nondecreasing per row), each document
+// attended on its own by causal attention, one at a time.
+inline Reference serial_document_attention(int64_t B, int64_t H, int64_t Hkv, int64_t T, int64_t d, uint64_t seed,
+                                           const at::Tensor& document_ids) {
+  at::manual_seed(seed);
+  Reference r;
+  r.q = at::randn({B, H, T, d});
+  r.k = at::randn({B, Hkv, T, d});
+  r.v = at::randn({B, Hkv, T, d});
+  r.w = at::randn({B, H, T, d});
+  r.scale = 1.0 / std::sqrt(static_cast<double>(d));
+  auto q = r.q.clone().requires_grad_(), k = r.k.clone().requires_grad_(), v = r.v.clone().requires_grad_();
+  std::vector<at::Tensor> outs, lses;
+  for (int64_t b = 0; b < B; ++b) {
+    std::vector<at::Tensor> row_out, row_lse;
+    for (int64_t s = 0; s < T;) {
+      int64_t e = s + 1;
+      while (e < T && document_ids[b][e].item<int64_t>() == document_ids[b][s].item<int64_t>()) ++e;
+      auto doc = [&](const at::Tensor& t) { return t.narrow(0, b, 1).narrow(2, s, e - s); };
+      auto res = nn::LocalCausalAttention().forward(doc(q), doc(k), doc(v), r.scale);
+      row_out.push_back(res.out);
+      row_lse.push_back(res.lse);
+      s = e;
+    }
+    outs.push_back(at::cat(row_out, 2));
+    lses.push_back(at::cat(row_lse, 2));
+  }
+  auto out = at::cat(outs, 0);
+  (out * r.w).sum().backward();
+  r.out = out.detach();
+  r.lse = at::cat(lses, 0);
+  r.dq = q.grad();
+  r.dk = k.grad();
+  r.dv = v.grad();
+  return r;
+}
+
+// document_ids [rows, sum of lengths]: row i holds documents of the lengths lengths[i], in order.
+inline at::Tensor documents_of_lengths(const std::vector<std::vector<int64_t>>& lengths) {
+  std::vector<at::Tensor> rows;
+  for (auto& row : lengths) {
+    std::vector<int64_t> ids;
+    for (size_t doc = 0; doc < row.size(); ++doc) ids.insert(ids.end(), row[doc], static_cast<int64_t>(doc));
+    rows.push_back(at::tensor(ids, at::kLong));
+  }
+  return at::stack(rows).contiguous();
 }
 
 }  // namespace meshtrain::testing

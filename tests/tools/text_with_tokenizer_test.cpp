@@ -115,3 +115,26 @@ TEST_F(TextWithTokenizer, ATokenizerLargerThanTheModelIsRefused) {
   EXPECT_NE(r.err.find("ids, more than the model's vocab_size 1000"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(out));
 }
+
+TEST_F(TextWithTokenizer, PackingTrainsOnTheDocumentsTheTokenizerEnded) {
+  // The tokenizer ends every paragraph of the corpus with EOS: --packing packs those documents
+  // (splitting, and counting, the ones longer than the 32-token window) and trains on them.
+  const auto run = dir_ / "packed";
+  auto r = run_command(train(run, (dir_ / "corpus.txt").string(),
+                             " --tokenizer_name " + (dir_ / "tok/llama3").string() + " --packing"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("packing: "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(" documents into "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("documents longer than 32 tokens were split"), std::string::npos) << r.err;
+  EXPECT_EQ(losses(run).size(), 3u);
+
+  // Without a tokenizer the byte stream has no EOS, and llama-tiny's config names none.
+  const auto never = dir_ / "never_packed";
+  auto bytes = run_command(train(never, (dir_ / "corpus.txt").string(), " --packing"));
+  EXPECT_EQ(bytes.exit_code, 2) << bytes.err;
+  EXPECT_NE(bytes.err.find("--packing needs the EOS id that ends each document"), std::string::npos) << bytes.err;
+  auto bad = run_command(train(never, (dir_ / "corpus.txt").string(), " --packing=yes"));
+  EXPECT_EQ(bad.exit_code, 2) << bad.err;
+  EXPECT_NE(bad.err.find("--packing must be true or false, got 'yes'"), std::string::npos) << bad.err;
+  EXPECT_FALSE(fs::exists(never / "metrics.jsonl"));
+}

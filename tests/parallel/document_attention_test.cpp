@@ -1,0 +1,81 @@
+// Packed documents under sequence sharding: ring attention (cp 2 to 4, both K/V strategies),
+// Ulysses (sp 2) and Ulysses around the ring (cp 2 × sp 2) against each document attended on
+// its own on the full sequence (outputs, lse, dQ/dK/dV), with documents that span chunks,
+// start inside them and end on their edges; and the ring skipping blocks no document reaches.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "parallel/context_parallel.h"
+#include "parallel/ulysses.h"
+#include "support/attention_reference.h"
+#include "support/run_ranks.h"
+
+using namespace meshtrain;
+using namespace meshtrain::testing;
+
+namespace {
+
+// 96 tokens per row: chunks of 12 (cp 4) or 24 (cp 2) are crossed, started and ended on.
+at::Tensor packed_rows() { return documents_of_lengths({{30, 1, 17, 40, 8}, {5, 91}, {12, 12, 24, 48}, {96}}); }
+
+void check_core(nn::AttentionCore& core, const Reference& ref, const at::Tensor& docs, const dist::DeviceMesh& mesh) {
+  auto shard = [&](const at::Tensor& t) { return parallel::shard_sequence(t, mesh, 2); };
+  auto q = shard(ref.q).requires_grad_(), k = shard(ref.k).requires_grad_(), v = shard(ref.v).requires_grad_();
+  auto res = core.forward(q, k, v, ref.scale, docs);
+  expect_close(res.lse, shard(ref.lse), "lse");
+  expect_close(parallel::gather_sequence(res.out.detach(), mesh, 2), ref.out, "out");
+  (res.out * shard(ref.w)).sum().backward();
+  expect_close(parallel::gather_sequence(q.grad(), mesh, 2), ref.dq, "dq");
+  expect_close(parallel::gather_sequence(k.grad(), mesh, 2), ref.dk, "dk");
+  expect_close(parallel::gather_sequence(v.grad(), mesh, 2), ref.dv, "dv");
+}
+
+}  // namespace
+
+TEST(DocumentRingAttention, EqualsEachDocumentOnItsOwn) {
+  const auto docs = packed_rows();
+  const auto ref = serial_document_attention(4, 4, 2, 96, 12, 5, docs);
+  for (int64_t cp : {2, 3, 4}) {
+    for (auto strategy : {parallel::CpCommStrategy::Ring, parallel::CpCommStrategy::AllGather}) {
+      SCOPED_TRACE(::testing::Message() << "cp " << cp << " " << parallel::cp_comm_strategy_name(strategy));
+      run_ranks(sizes(1, 1, cp), [&](std::shared_ptr<dist::DeviceMesh> mesh) {
+        parallel::RingAttention core(mesh->group(MeshDim::Cp), strategy);
+        check_core(core, ref, docs, *mesh);
+      });
+    }
+  }
+}
+
+TEST(DocumentUlysses, AloneAndAroundTheRingEqualEachDocumentOnItsOwn) {
+  const auto docs = packed_rows();
+  const auto ref = serial_document_attention(4, 4, 2, 96, 12, 6, docs);
+  run_ranks(sizes(1, 1, 1, 2), [&](std::shared_ptr<dist::DeviceMesh> mesh) {
+    parallel::UlyssesAttention core(mesh->group(MeshDim::Sp));
+    check_core(core, ref, docs, *mesh);
+  });
+  run_ranks(sizes(1, 1, 2, 2), [&](std::shared_ptr<dist::DeviceMesh> mesh) {
+    parallel::UlyssesAttention core(mesh->group(MeshDim::Sp),
+                                    std::make_shared<parallel::RingAttention>(mesh->group(MeshDim::Cp)));
+    check_core(core, ref, docs, *mesh);
+  });
+}
+
+TEST(DocumentRingAttention, DocumentsOnChunkEdgesSkipEveryOffDiagonalBlock) {
+  // No document crosses a chunk: each rank computes its own chunks only, yet every rank still
+  // takes part in the ring's exchanges (forward and backward), so nothing deadlocks.
+  const auto docs = documents_of_lengths({{24, 24, 24, 24}});
+  const auto ref = serial_document_attention(1, 4, 2, 96, 12, 7, docs);
+  run_ranks(sizes(1, 1, 2), [&](std::shared_ptr<dist::DeviceMesh> mesh) {
+    parallel::RingAttention core(mesh->group(MeshDim::Cp), parallel::CpCommStrategy::Ring);
+    check_core(core, ref, docs, *mesh);
+  });
+}
+
+TEST(DocumentRingAttention, DocumentIdsMustCoverTheWholeSequence) {
+  run_ranks(sizes(1, 1, 2), [&](std::shared_ptr<dist::DeviceMesh> mesh) {
+    parallel::RingAttention core(mesh->group(MeshDim::Cp));
+    auto q = at::randn({1, 2, 8, 4});
+    expect_error([&] { core.forward(q, q, q, 0.5, documents_of_lengths({{3, 5}})); },
+                 "do not cover 1 rows of 16 tokens");
+  });
+}
