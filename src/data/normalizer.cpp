@@ -2,6 +2,7 @@
 // whole text of one piece (the text between added tokens).
 #include "data/normalizer.h"
 
+#include "data/unicode_nfc.h"
 #include "util/check.h"
 
 namespace meshtrain::data {
@@ -29,6 +30,8 @@ void add_steps(const nlohmann::json& spec, std::vector<Normalizer::Step>& steps)
     for (const auto& s : spec.at("normalizers")) add_steps(s, steps);
   } else if (type == "Prepend") {
     steps.push_back({Normalizer::Step::Kind::kPrepend, "", spec.at("prepend").get<std::string>()});
+  } else if (type == "NFC") {
+    steps.push_back({Normalizer::Step::Kind::kNfc, "", ""});
   } else if (type == "Replace") {
     const auto& pattern = spec.at("pattern");
     MT_CHECK(pattern.contains("String"), "tokenizer.json: unsupported normalizer: Replace with a ",
@@ -36,7 +39,7 @@ void add_steps(const nlohmann::json& spec, std::vector<Normalizer::Step>& steps)
     steps.push_back({Normalizer::Step::Kind::kReplace, pattern["String"].get<std::string>(),
                      spec.at("content").get<std::string>()});
   } else {
-    fail("tokenizer.json: unsupported normalizer type '", type, "' (supported: Sequence, Prepend, Replace)");
+    fail("tokenizer.json: unsupported normalizer type '", type, "' (supported: Sequence, Prepend, Replace, NFC)");
   }
 }
 
@@ -48,6 +51,9 @@ void Normalizer::normalize(std::string_view text, std::string& out) const {
   for (const Step& step : steps_) {
     if (step.kind == Step::Kind::kPrepend) {
       if (!out.empty()) out.insert(0, step.content);
+    } else if (step.kind == Step::Kind::kNfc) {
+      to_nfc(out, scratch);
+      out.swap(scratch);
     } else {
       replace_all(out, step.pattern, step.content, scratch);
     }

@@ -1,5 +1,6 @@
-// Normalizers of tokenizer.json that the SentencePiece-style families use: Prepend, Replace
-// (of a literal string) and Sequence of these. Anything else (NFC, Lowercase, ...) is refused.
+// Normalizers of tokenizer.json that the families we train use: Prepend and Replace (of a
+// literal string) of the SentencePiece-style ones, NFC (Qwen2), and Sequence of these. Anything
+// else (NFKC, Lowercase, ...) is refused.
 #pragma once
 #include <nlohmann/json.hpp>
 
@@ -14,7 +15,7 @@ namespace meshtrain::data {
 class Normalizer {
  public:
   struct Step {
-    enum class Kind { kPrepend, kReplace } kind;
+    enum class Kind { kPrepend, kReplace, kNfc } kind;
     std::string pattern, content;  // Replace: pattern -> content; Prepend: content
   };
   explicit Normalizer(std::vector<Step> steps) : steps_(std::move(steps)) {}

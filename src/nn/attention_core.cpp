@@ -1,10 +1,5 @@
 #include "nn/attention_core.h"
 
-#include <torch/csrc/autograd/custom_function.h>
-
-#include <limits>
-
-#include "nn/attention_blocks.h"
 #include "nn/document_mask.h"
 #include "util/check.h"
 
@@ -12,43 +7,32 @@ namespace meshtrain::nn {
 
 namespace {
 
-using torch::autograd::AutogradContext;
-using torch::autograd::variable_list;
-
-std::vector<AttentionBlock> whole_row_blocks(const at::Tensor& document_ids) {
-  const SequenceRange all{0, 0, document_ids.size(1)};
+// Document-causal attention of whole packed rows: the diagonal blocks of nn/document_mask.h
+// cover each row's queries once, in order, so their outputs are concatenated rather than merged,
+// and autograd differentiates each block's kernel.
+AttentionResult document_causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
+                                          const at::Tensor& document_ids) {
+  const int64_t n_rep = q.size(1) / k.size(1);
+  auto kr = repeat_kv(k, n_rep), vr = repeat_kv(v, n_rep);
+  const SequenceRange whole{0, 0, document_ids.size(1)};
   std::vector<AttentionBlock> blocks;
-  add_document_blocks(document_ids, all, all, blocks);
-  return blocks;
+  add_document_blocks(document_ids, whole, whole, blocks);
+  std::vector<std::vector<at::Tensor>> outs(q.size(0)), lses(q.size(0));
+  for (const auto& b : blocks) {
+    auto rows = [&](const at::Tensor& t) { return t.narrow(0, b.row, 1).narrow(2, b.q_begin, b.q_len).contiguous(); };
+    auto [o, l] = at::_scaled_dot_product_flash_attention_for_cpu(
+        rows(q), rows(kr), rows(vr), /*dropout_p=*/0.0, b.causal,
+        b.mask.defined() ? std::optional<at::Tensor>(b.mask) : std::nullopt, scale);
+    outs[b.row].push_back(o);
+    lses[b.row].push_back(l);
+  }
+  std::vector<at::Tensor> out_rows, lse_rows;
+  for (int64_t r = 0; r < q.size(0); ++r) {
+    out_rows.push_back(at::cat(outs[r], 2));
+    lse_rows.push_back(at::cat(lses[r], 2));
+  }
+  return {at::cat(out_rows, 0), at::cat(lse_rows, 0)};
 }
-
-// Document-causal attention of whole packed rows, block by block (nn/document_mask.h).
-struct DocumentAttentionFn : torch::autograd::Function<DocumentAttentionFn> {
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                               const at::Tensor& document_ids, double scale) {
-    auto out = at::zeros(q.sizes(), q.options().dtype(at::kFloat));
-    auto lse = at::full({q.size(0), q.size(1), q.size(2)}, -std::numeric_limits<float>::infinity(),
-                        q.options().dtype(at::kFloat));
-    attend_blocks(whole_row_blocks(document_ids), q, k, v, scale, out, lse);
-    out = out.to(q.scalar_type());
-    ctx->saved_data["scale"] = scale;
-    ctx->save_for_backward({q, k, v, document_ids, out, lse});
-    ctx->mark_non_differentiable({lse});
-    return {out, lse};
-  }
-
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    auto s = ctx->get_saved_variables();
-    const auto &q = s[0], &k = s[1], &v = s[2], &out = s[4];
-    auto dq = at::zeros(q.sizes(), q.options().dtype(at::kFloat));
-    auto dk = at::zeros(k.sizes(), k.options().dtype(at::kFloat));
-    auto dv = at::zeros(v.sizes(), v.options().dtype(at::kFloat));
-    auto dout = grads[0].defined() ? grads[0] : at::zeros_like(out);
-    attend_blocks_backward(whole_row_blocks(s[3]), dout, q, k, v, out, s[5], ctx->saved_data["scale"].toDouble(), dq,
-                           dk, dv);
-    return {dq.to(q.scalar_type()), dk.to(k.scalar_type()), dv.to(v.scalar_type()), at::Tensor(), at::Tensor()};
-  }
-};
 
 }  // namespace
 
@@ -69,8 +53,8 @@ AttentionResult LocalCausalAttention::forward(const at::Tensor& q, const at::Ten
     MT_CHECK(document_ids.dim() == 2 && document_ids.size(0) == q.size(0) && document_ids.size(1) == q.size(2),
              "attention: document_ids ", document_ids.sizes(), " do not match ", q.size(0), " rows of ", q.size(2),
              " tokens");
-    auto res = DocumentAttentionFn::apply(q.contiguous(), k.contiguous(), v.contiguous(), document_ids, scale);
-    return {res[0], res[1]};
+    MT_CHECK(q.is_cpu(), "attention within packed documents runs on CPU tensors only for now; got ", q.device());
+    return document_causal_attention(q, k, v, scale, document_ids);
   }
   const int64_t n_rep = q.size(1) / k.size(1);
   auto kr = repeat_kv(k, n_rep);

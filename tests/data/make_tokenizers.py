@@ -58,9 +58,10 @@ def byte_level(train_files):
     j2["model"]["merges"] = [" ".join(m) for m in j2["model"]["merges"]]
     gpt2 = Tokenizer.from_str(json.dumps(j2))
 
-    # Qwen2's regex (single digits), no template.
+    # Qwen2's regex (single digits) and NFC normalizer, no template.
     j3 = json.loads(tok.to_str())
     j3["pre_tokenizer"]["pretokenizers"][0]["pattern"] = {"Regex": QWEN2}
+    j3["normalizer"] = {"type": "NFC"}
     j3["post_processor"] = None
     qwen2 = Tokenizer.from_str(json.dumps(j3))
     cfg = {"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>"}

@@ -86,7 +86,7 @@ fs::path HfTokenizers::dir_;
 
 TEST_F(HfTokenizers, Llama3ByteLevelSplitRegexMatchesUpstream) { expect_upstream_equal("llama3"); }
 TEST_F(HfTokenizers, Gpt2ByteLevelRegexWithPrefixSpaceMatchesUpstream) { expect_upstream_equal("gpt2", " "); }
-TEST_F(HfTokenizers, Qwen2RegexMatchesUpstream) { expect_upstream_equal("qwen2"); }
+TEST_F(HfTokenizers, Qwen2RegexAndNfcMatchUpstream) { expect_upstream_equal("qwen2"); }
 TEST_F(HfTokenizers, MetaspaceByteFallbackMatchesUpstream) { expect_upstream_equal("metaspace"); }
 TEST_F(HfTokenizers, Llama2NormalizerByteFallbackMatchesUpstream) { expect_upstream_equal("llama2"); }
 
@@ -143,8 +143,8 @@ TEST_F(HfTokenizers, RefusesUnsupportedComponents) {
   pre["pre_tokenizer"] = {{"type", "Sequence"}, {"pretokenizers", {{{"type", "Digits"}, {"individual_digits", true}}}}};
   expect_refused(pre.dump(), {"unsupported pre_tokenizer type 'Digits'"});
   Json norm = j;
-  norm["normalizer"] = {{"type", "NFC"}};
-  expect_refused(norm.dump(), {"unsupported normalizer type 'NFC'"});
+  norm["normalizer"] = {{"type", "NFKC"}};
+  expect_refused(norm.dump(), {"unsupported normalizer type 'NFKC'"});
   Json dec = j;
   dec["decoder"] = {{"type", "WordPiece"}, {"prefix", "##"}};
   expect_refused(dec.dump(), {"unsupported decoder type 'WordPiece'"});
