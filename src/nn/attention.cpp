@@ -1,5 +1,7 @@
 #include "nn/attention.h"
 
+#include <ATen/autocast_mode.h>
+
 #include <cmath>
 
 namespace meshtrain::nn {
@@ -27,6 +29,13 @@ at::Tensor Attention::forward(const at::Tensor& input, const RopeTables& rope, c
   auto q = apply_rotary(heads(q_proj->forward(x), q_norm), rope);
   auto k = apply_rotary(heads(k_proj->forward(x), k_norm), rope);
   auto v = heads(v_proj->forward(x));
+  // Under autocast attention runs in its lower precision, as sdpa does there (RoPE's fp32 tables
+  // promote q and k).
+  const auto device = q.device().type();
+  if (at::autocast::is_autocast_enabled(device)) {
+    const auto dtype = at::autocast::get_autocast_dtype(device);
+    q = q.to(dtype), k = k.to(dtype), v = v.to(dtype);
+  }
   auto out = core_->forward(q, k, v, 1.0 / std::sqrt(static_cast<double>(head_dim_)), document_ids).out;
   return block_->leave(o_proj->forward(out.transpose(1, 2).reshape({B, T, -1})));
 }

@@ -2,6 +2,7 @@
 
 #include <torch/csrc/autograd/custom_function.h>
 
+#include "parallel/mixed_precision.h"
 #include "util/check.h"
 
 namespace meshtrain::parallel {
@@ -15,6 +16,7 @@ using torch::autograd::variable_list;
 struct Recompute : torch::CustomClassHolder {
   nn::LayerForward layer;
   std::optional<nn::RouterRecord> router;
+  bool bf16 = false;  // the forward ran under the bf16 autocast guard: so does the recomputation
 };
 
 // forward: the layer without autograd, keeping only its input / backward: the layer again with
@@ -23,6 +25,7 @@ struct Recompute : torch::CustomClassHolder {
 struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& hidden, c10::intrusive_ptr<Recompute> state) {
     nn::LayerOutput out;
+    state->bf16 = autocast_bf16_enabled();
     {
       at::NoGradGuard no_grad;
       out = state->layer(hidden);
@@ -41,6 +44,7 @@ struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
     nn::LayerOutput out;
     {
       at::AutoGradMode enable_grad(true);
+      AutocastGuard autocast(state->bf16);
       out = state->layer(input);
     }
     variable_list outputs, output_grads;

@@ -40,6 +40,7 @@ struct ParallelOptions {
   EpMode ep_mode = EpMode::AllToAll;
   AcMode ac_mode = AcMode::None;
   int64_t ac_every = 2;  // selective: checkpoint layers 0, k, 2k, ...
+  bool bf16 = false;     // mixed precision (parallel/mixed_precision.h); fp32 otherwise
 };
 
 }  // namespace meshtrain::parallel

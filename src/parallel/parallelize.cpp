@@ -14,6 +14,7 @@
 #include "parallel/fsdp.h"
 #include "parallel/grad_sync_plan.h"
 #include "parallel/loss_parallel.h"
+#include "parallel/mixed_precision.h"
 #include "parallel/tensor_parallel.h"
 #include "parallel/ulysses.h"
 #include "util/check.h"
@@ -68,6 +69,7 @@ ParallelModel::ParallelModel(std::shared_ptr<models::LlamaForCausalLM> model,
     : model_(std::move(model)),
       mesh_(std::move(mesh)),
       sequence_parallel_(options.sequence_parallel),
+      bf16_(options.bf16),
       parts_(parallelize(*model_, *mesh_, options)) {
   std::map<std::string, at::Tensor> params;
   for (auto& [name, p] : model_->named_params()) params[name] = p;
@@ -89,6 +91,7 @@ at::Tensor ParallelModel::loss_sum(const at::Tensor& input_ids, const at::Tensor
                                    const at::Tensor& position_ids) {
   // The documents of the whole rows, before sharding: every attention core sees them whole.
   const auto documents = position_ids.defined() ? nn::packed_document_ids(position_ids) : at::Tensor();
+  AutocastGuard autocast(bf16_);
   at::Tensor logits, local_targets = targets;
   if (mesh_->size(MeshDim::Cp) > 1 || mesh_->size(MeshDim::Sp) > 1) {
     local_targets = shard_sequence(targets, *mesh_);

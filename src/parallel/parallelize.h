@@ -71,6 +71,7 @@ class ParallelModel {
   std::shared_ptr<models::LlamaForCausalLM> model_;
   std::shared_ptr<const dist::DeviceMesh> mesh_;
   bool sequence_parallel_ = false;
+  bool bf16_ = false;
   Parallelized parts_;
   std::vector<std::pair<dist::Group*, std::vector<at::Tensor>>> after_backward_;  // the plan's all-reduces
 };

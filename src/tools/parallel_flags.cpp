@@ -29,6 +29,8 @@ std::vector<FlagSpec> parallel_flag_specs() {
       {"ac_mode", "activation checkpointing: none | full (every layer) | selective (every --ac_every-th layer) "
                   "(default none)"},
       {"ac_every", "selective activation checkpointing: checkpoint layers 0, K, 2K, ... (default 2)"},
+      {"bf16", "mixed precision as HF's --bf16: fp32 weights, gradients and optimizer state; matmuls and "
+               "attention in bf16 (torch.autocast's rules)", true},
       {"ddp_bucket_cap_mb", "DDP gradient bucket size in MiB (default 25)"},
       {"reshard_after_forward", "FSDP: free gathered layer weights after forward: true|false (default true)"},
       {"timeout", "seconds before a missing rank or a stalled collective ends the run "
@@ -73,6 +75,7 @@ parallel::ParallelOptions parallel_options_from(const Flags& flags) {
       throw UsageError("--gradient_checkpointing is --ac_mode full; it contradicts --ac_mode selective");
     o.ac_mode = parallel::AcMode::Full;
   }
+  o.bf16 = boolean("bf16");
   o.ac_every = flags.get_int("ac_every", o.ac_every);
   if (o.ac_every < 1) throw UsageError(str_cat("--ac_every must be at least 1, got ", o.ac_every));
   if (flags.has("ac_every") && o.ac_mode != parallel::AcMode::Selective)

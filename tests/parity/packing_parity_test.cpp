@@ -5,20 +5,14 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <filesystem>
-
-#include "support/run_ranks.h"
-#include "train/trainer.h"
+#include "support/train_curve.h"
 
 using namespace meshtrain;
-using meshtrain::testing::run_ranks;
-using meshtrain::testing::sizes;
-namespace fs = std::filesystem;
+using namespace meshtrain::testing;
 
 namespace {
 
 constexpr int64_t kEos = 0;
-constexpr int kSteps = 6;
 
 class Documents : public data::TokenDataset {
  public:
@@ -40,39 +34,12 @@ class Documents : public data::TokenDataset {
   std::vector<int64_t> tokens_;
 };
 
-struct Curve {
-  std::vector<double> losses, grad_norms;
-};
-
 Curve train_packed(const std::string& name, const dist::MeshSizes& mesh_sizes, parallel::ParallelOptions options = {}) {
   static const Documents data;
-  const auto config = models::LlamaConfig::load(fs::path(MESHTRAIN_SOURCE_DIR) / "configs/llama-tiny");
-  const auto dir = fs::temp_directory_path() / ("mt_packing_" + std::to_string(::getpid()) + "_" + name);
-  Curve curve;
-  run_ranks(mesh_sizes, [&](std::shared_ptr<dist::DeviceMesh> mesh) {
-    auto model = std::make_shared<models::LlamaForCausalLM>(config);
-    model->init_weights(3);
-    auto pm = std::make_shared<parallel::ParallelModel>(model, mesh, options);
-    train::TrainingArguments args;
-    args.per_device_train_batch_size = 4 / (mesh_sizes.dp_replicate * mesh_sizes.dp_shard);
-    args.gradient_accumulation_steps = 2;
-    args.learning_rate = 3e-3;
-    args.max_steps = kSteps;
-    args.save_steps = 0;
-    args.output_dir = dir.string();
-    train::Trainer trainer(pm, data, 64, args);
-    trainer.verbose = false;
-    trainer.peak_flops = 1e9;
-    trainer.packing_eos_token_id = kEos;
-    auto records = trainer.train();
-    if (mesh->rank() != 0) return;
-    for (auto& r : records) {
-      curve.losses.push_back(r.loss);
-      curve.grad_norms.push_back(r.grad_norm);
-    }
-  });
-  fs::remove_all(dir);
-  return curve;
+  CurveRun how;
+  how.data = &data;
+  how.configure = [](train::Trainer& t) { t.packing_eos_token_id = kEos; };
+  return train_curve("packed_" + name, mesh_sizes, options, how);
 }
 
 const Curve& one_rank() {
@@ -80,17 +47,7 @@ const Curve& one_rank() {
   return curve;
 }
 
-void expect_parity(const Curve& run) {
-  const auto& ref = one_rank();
-  ASSERT_EQ(run.losses.size(), ref.losses.size());
-  double worst = 0.0;
-  for (size_t s = 0; s < ref.losses.size(); ++s) {
-    EXPECT_NEAR(run.losses[s], ref.losses[s], 1e-5 * ref.losses[s]) << "step " << s + 1;
-    EXPECT_NEAR(run.grad_norms[s], ref.grad_norms[s], 1e-5 * ref.grad_norms[s]) << "grad_norm of step " << s + 1;
-    worst = std::max(worst, std::abs(run.losses[s] / ref.losses[s] - 1));
-  }
-  std::printf("largest relative loss difference %.2e over %zu steps\n", worst, ref.losses.size());
-}
+void expect_parity(const Curve& run) { expect_curves_close(run, one_rank(), 1e-5); }
 
 parallel::ParallelOptions tp_with_sequence_parallel() {
   parallel::ParallelOptions o;
@@ -102,7 +59,7 @@ parallel::ParallelOptions tp_with_sequence_parallel() {
 
 TEST(PackingParity, OneRankLearns) {
   const auto& ref = one_rank();
-  ASSERT_EQ(ref.losses.size(), static_cast<size_t>(kSteps));
+  ASSERT_EQ(ref.losses.size(), 6u);
   EXPECT_LT(ref.losses.back(), ref.losses.front());
 }
 TEST(PackingParity, ContextParallel2) { expect_parity(train_packed("cp2", sizes(1, 1, 2))); }
