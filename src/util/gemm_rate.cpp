@@ -8,9 +8,10 @@
 
 namespace meshtrain::util {
 
-double measure_gemm_flops(int n, int repeats) {
+double measure_gemm_flops(int n, int repeats, bool bf16) {
   at::NoGradGuard no_grad;
-  auto a = at::randn({n, n}), b = at::randn({n, n}), c = at::empty({n, n});
+  const auto dtype = bf16 ? at::kBFloat16 : at::kFloat;
+  auto a = at::randn({n, n}).to(dtype), b = at::randn({n, n}).to(dtype), c = at::empty({n, n}, dtype);
   at::mm_out(c, a, b);  // warm-up
   double best = std::numeric_limits<double>::max();
   for (int i = 0; i < repeats; ++i) {
