@@ -172,7 +172,8 @@ void save_hf_checkpoint(const LlamaForCausalLM& model, const std::filesystem::pa
     params[name] = param.detach();
   }
   std::vector<std::pair<std::string, at::Tensor>> tensors;
-  for (auto& t : hf_tensors(model)) tensors.emplace_back(t.name, t.slice_of(params.at(t.param)));
+  const auto dtype = model.config().storage_dtype();  // the dtype the checkpoint came in
+  for (auto& t : hf_tensors(model)) tensors.emplace_back(t.name, t.slice_of(params.at(t.param)).to(dtype));
   io::save_checkpoint_tensors(dir, tensors, max_shard_bytes);
   util::write_file_atomic(dir / "config.json", model.config().to_json().dump(2) + "\n");
 }

@@ -128,6 +128,13 @@ std::vector<std::pair<std::string, at::Tensor*>> LlamaForCausalLM::parameter_slo
   return slots;
 }
 
+void LlamaForCausalLM::set_dtype(const std::string& dtype) {
+  LlamaConfig checked = config_;
+  checked.dtype = dtype;
+  checked.storage_dtype();  // an error naming the supported ones
+  config_.dtype = dtype;
+}
+
 std::vector<std::shared_ptr<nn::SparseMoe>> LlamaForCausalLM::moe_layers() const {
   std::vector<std::shared_ptr<nn::SparseMoe>> out;
   for (auto& layer : model->layers)

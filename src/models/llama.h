@@ -87,6 +87,8 @@ class LlamaForCausalLM : public torch::nn::Module {
   nn::RouterLoad router_load(const Routing& routing) const;
 
   const LlamaConfig& config() const { return config_; }
+  // The dtype an HF export writes (config.json's dtype): float32, bfloat16 or float16.
+  void set_dtype(const std::string& dtype);
   std::shared_ptr<LlamaModel> model;
   std::shared_ptr<nn::Linear> lm_head;  // null when tied
   // How the tied head computes logits from the embedding weight (a vocab-sharded embedding

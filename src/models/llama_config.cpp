@@ -152,6 +152,9 @@ LlamaConfig LlamaConfig::from_json(const json& j, const std::string& source) {
   c.initializer_range = field<double>(j, "initializer_range", source, 0.02);
   if (j.contains("pad_token_id") && !j["pad_token_id"].is_null())
     c.pad_token_id = field<int64_t>(j, "pad_token_id", source);
+  for (const char* key : {"torch_dtype", "dtype"})  // transformers 5 writes dtype
+    if (j.contains(key) && j[key].is_string() && j[key].get<std::string>() != "auto") c.dtype = j[key].get<std::string>();
+  c.storage_dtype();  // checks the name
   if (j.contains("eos_token_id") && !j["eos_token_id"].is_null()) {
     const auto& eos = j["eos_token_id"];
     MT_CHECK(eos.is_number_integer() || (eos.is_array() && !eos.empty() && eos[0].is_number_integer()), source,
@@ -183,8 +186,15 @@ json LlamaConfig::to_json() const {
   j["architectures"] = {architecture};
   j["model_type"] = model_type;
   j.erase("torch_dtype");
-  j["dtype"] = "float32";
+  j["dtype"] = dtype;
   return j;
+}
+
+at::ScalarType LlamaConfig::storage_dtype() const {
+  if (dtype == "float32") return at::kFloat;
+  if (dtype == "bfloat16") return at::kBFloat16;
+  if (dtype == "float16") return at::kHalf;
+  fail("unsupported dtype \"", dtype, "\" (supported: float32, bfloat16, float16)");
 }
 
 bool LlamaConfig::is_moe_layer(int64_t layer_index) const {

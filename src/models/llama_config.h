@@ -56,6 +56,10 @@ struct LlamaConfig {
   double initializer_range = 0.02;
   std::optional<int64_t> pad_token_id;
   std::optional<int64_t> eos_token_id;  // the first when config.json lists several
+  // The weights' dtype on disk (config.json's dtype, or torch_dtype before transformers 5):
+  // float32, bfloat16 or float16. Training holds fp32 masters; an export writes this dtype.
+  std::string dtype = "float32";
+  at::ScalarType storage_dtype() const;
   bool qk_norm = false;  // RMSNorm over head_dim on q and k before RoPE (qwen3_moe)
   std::optional<MoeConfig> moe;
   nlohmann::json raw;  // the config.json as read

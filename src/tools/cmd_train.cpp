@@ -36,6 +36,8 @@ std::vector<FlagSpec> train_flags() {
                   "positions restarting at each document (default off: plain windows of the token stream)", true},
       {"eval_data", "token file evaluated every --eval_steps (eval_loss, eval_ppl in metrics.jsonl)"},
       {"validation_split_percentage", "hold out the first P% of --data's windows as the eval data"},
+      {"save_dtype", "dtype of the exported model: float32 | bfloat16 | float16 (default: the checkpoint's, "
+                     "float32 for a fresh model); training checkpoints keep fp32"},
       {"moe_capacity_factor", "MoE: each expert takes at most ceil(f * N * k / E) of a forward's N*k assignments, "
                               "the rest dropped and counted (default: config.json capacity_factor, 0 = dropless)"},
       {"args", "JSON file of TrainingArguments; flags override it (default job: " +
@@ -116,6 +118,7 @@ int run_train(const Args& argv) {
     // Keyed by name over the global shape: every shard gets its slice of the serial init.
     model->init_weights(static_cast<uint64_t>(args.seed));
   }
+  if (flags.has("save_dtype")) parallel_model->model().set_dtype(flags.get("save_dtype", ""));
   if (flags.has("moe_capacity_factor")) {
     const double factor = flags.get_double("moe_capacity_factor", 0.0);
     if (factor < 0) throw UsageError(str_cat("--moe_capacity_factor must be >= 0, got ", factor));

@@ -290,7 +290,8 @@ void export_hf_checkpoint(parallel::ParallelModel& model, const fs::path& dir, u
   // other), each cut from its parameter gathered once.
   auto tensors = models::hf_tensors(m);
   std::vector<io::TensorSpec> specs;
-  for (auto& t : tensors) specs.push_back({t.name, params.at(t.param).scalar_type(), t.shape});
+  const auto dtype = m.config().storage_dtype();  // the dtype the checkpoint came in, or --save_dtype
+  for (auto& t : tensors) specs.push_back({t.name, dtype, t.shape});
   std::string gathered_name;
   at::Tensor gathered;
   auto source = [&](size_t i) {
@@ -299,7 +300,7 @@ void export_hf_checkpoint(parallel::ParallelModel& model, const fs::path& dir, u
       gathered = gather_full(mesh, params.at(t.param).detach(), m.placement(t.param));
       gathered_name = t.param;
     }
-    return t.slice_of(gathered);
+    return t.slice_of(gathered).to(dtype);
   };
   if (mesh.rank() == 0) {
     io::save_checkpoint_tensors(dir, specs, source, max_shard_bytes);

@@ -146,6 +146,30 @@ TEST(HfLayout, ShardedTiedSaveRoundTripsAndLoadsInTransformers) {
   std::filesystem::remove_all(out);
 }
 
+TEST(HfLayout, ABf16CheckpointTrainsInFp32AndExportsInBf16) {
+  // A checkpoint stored in bf16 loads into fp32 parameters; the export writes the dtype it came
+  // in (config.json's dtype), and writing it again gives the same bytes.
+  auto model = models::load_pretrained(golden_dir("llama"));
+  model->set_dtype("bfloat16");
+  const auto base = std::filesystem::temp_directory_path() / ("mt_bf16_export_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(base);
+  models::save_hf_checkpoint(*model, base / "a");
+  io::CheckpointReader saved(base / "a");
+  EXPECT_EQ(saved.read("model.layers.0.self_attn.q_proj.weight").scalar_type(), at::kBFloat16);
+  auto reloaded = models::load_pretrained(base / "a");
+  EXPECT_EQ(reloaded->config().dtype, "bfloat16");
+  auto original = model->named_params(), loaded = reloaded->named_params();
+  ASSERT_EQ(original.size(), loaded.size());
+  for (size_t i = 0; i < original.size(); ++i) {
+    EXPECT_EQ(loaded[i].second.scalar_type(), at::kFloat) << loaded[i].first;
+    EXPECT_TRUE(at::equal(loaded[i].second, original[i].second.to(at::kBFloat16).to(at::kFloat))) << loaded[i].first;
+  }
+  models::save_hf_checkpoint(*reloaded, base / "b");
+  EXPECT_EQ(meshtrain::testing::slurp(base / "a/model.safetensors"), meshtrain::testing::slurp(base / "b/model.safetensors"));
+  EXPECT_THROW(model->set_dtype("float64"), Error);
+  std::filesystem::remove_all(base);
+}
+
 TEST(GoldenPacked, DocumentsSideBySideMatchTransformersAndEachDocumentAlone) {
   // scripts/make_golden_packed.py: position_ids restart at each document; transformers then
   // keeps attention inside documents. The loss also equals the documents run one at a time.
