@@ -9,6 +9,7 @@
 #include "parallel/ulysses.h"
 #include "support/attention_reference.h"
 #include "support/run_ranks.h"
+#include "support/sharded_core_check.h"
 
 using namespace meshtrain;
 using namespace meshtrain::testing;
@@ -17,18 +18,6 @@ namespace {
 
 // 96 tokens per row: chunks of 12 (cp 4) or 24 (cp 2) are crossed, started and ended on.
 at::Tensor packed_rows() { return documents_of_lengths({{30, 1, 17, 40, 8}, {5, 91}, {12, 12, 24, 48}, {96}}); }
-
-void check_core(nn::AttentionCore& core, const Reference& ref, const at::Tensor& docs, const dist::DeviceMesh& mesh) {
-  auto shard = [&](const at::Tensor& t) { return parallel::shard_sequence(t, mesh, 2); };
-  auto q = shard(ref.q).requires_grad_(), k = shard(ref.k).requires_grad_(), v = shard(ref.v).requires_grad_();
-  auto res = core.forward(q, k, v, ref.scale, docs);
-  expect_close(res.lse, shard(ref.lse), "lse");
-  expect_close(parallel::gather_sequence(res.out.detach(), mesh, 2), ref.out, "out");
-  (res.out * shard(ref.w)).sum().backward();
-  expect_close(parallel::gather_sequence(q.grad(), mesh, 2), ref.dq, "dq");
-  expect_close(parallel::gather_sequence(k.grad(), mesh, 2), ref.dk, "dk");
-  expect_close(parallel::gather_sequence(v.grad(), mesh, 2), ref.dv, "dv");
-}
 
 }  // namespace
 
@@ -40,7 +29,7 @@ TEST(DocumentRingAttention, EqualsEachDocumentOnItsOwn) {
       SCOPED_TRACE(::testing::Message() << "cp " << cp << " " << parallel::cp_comm_strategy_name(strategy));
       run_ranks(sizes(1, 1, cp), [&](std::shared_ptr<dist::DeviceMesh> mesh) {
         parallel::RingAttention core(mesh->group(MeshDim::Cp), strategy);
-        check_core(core, ref, docs, *mesh);
+        check_core(core, ref, *mesh, docs);
       });
     }
   }
@@ -51,12 +40,12 @@ TEST(DocumentUlysses, AloneAndAroundTheRingEqualEachDocumentOnItsOwn) {
   const auto ref = serial_document_attention(4, 4, 2, 96, 12, 6, docs);
   run_ranks(sizes(1, 1, 1, 2), [&](std::shared_ptr<dist::DeviceMesh> mesh) {
     parallel::UlyssesAttention core(mesh->group(MeshDim::Sp));
-    check_core(core, ref, docs, *mesh);
+    check_core(core, ref, *mesh, docs);
   });
   run_ranks(sizes(1, 1, 2, 2), [&](std::shared_ptr<dist::DeviceMesh> mesh) {
     parallel::UlyssesAttention core(mesh->group(MeshDim::Sp),
                                     std::make_shared<parallel::RingAttention>(mesh->group(MeshDim::Cp)));
-    check_core(core, ref, docs, *mesh);
+    check_core(core, ref, *mesh, docs);
   });
 }
 
@@ -67,7 +56,7 @@ TEST(DocumentRingAttention, DocumentsOnChunkEdgesSkipEveryOffDiagonalBlock) {
   const auto ref = serial_document_attention(1, 4, 2, 96, 12, 7, docs);
   run_ranks(sizes(1, 1, 2), [&](std::shared_ptr<dist::DeviceMesh> mesh) {
     parallel::RingAttention core(mesh->group(MeshDim::Cp), parallel::CpCommStrategy::Ring);
-    check_core(core, ref, docs, *mesh);
+    check_core(core, ref, *mesh, docs);
   });
 }
 

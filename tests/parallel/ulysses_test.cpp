@@ -11,28 +11,11 @@
 #include "support/attention_reference.h"
 #include "support/llama_configs.h"
 #include "support/run_ranks.h"
+#include "support/sharded_core_check.h"
 #include "util/check.h"
 
 using namespace meshtrain;
 using namespace meshtrain::testing;
-
-namespace {
-
-// Runs `core` on this rank's shard of ref (sequence on dim 2, sharded as the mesh shards it)
-// and compares everything, gathered back to the full sequence.
-void check_core(nn::AttentionCore& core, const Reference& ref, const dist::DeviceMesh& mesh) {
-  auto shard = [&](const at::Tensor& t) { return parallel::shard_sequence(t, mesh, 2); };
-  auto q = shard(ref.q).requires_grad_(), k = shard(ref.k).requires_grad_(), v = shard(ref.v).requires_grad_();
-  auto res = core.forward(q, k, v, ref.scale);
-  expect_close(res.lse, shard(ref.lse), "lse");
-  expect_close(parallel::gather_sequence(res.out.detach(), mesh, 2), ref.out, "out");
-  (res.out * shard(ref.w)).sum().backward();
-  expect_close(parallel::gather_sequence(q.grad(), mesh, 2), ref.dq, "dq");
-  expect_close(parallel::gather_sequence(k.grad(), mesh, 2), ref.dk, "dk");
-  expect_close(parallel::gather_sequence(v.grad(), mesh, 2), ref.dv, "dv");
-}
-
-}  // namespace
 
 TEST(Ulysses, EqualsLocalAttentionOutputsAndGradients) {
   struct Case {

@@ -36,7 +36,10 @@ struct Reference {
   double scale;
 };
 
-inline Reference serial_attention(int64_t B, int64_t H, int64_t Hkv, int64_t T, int64_t d, uint64_t seed) {
+// Random q, k, v and loss weights; `attend` gives out and lse of the leaves q, k, v, and the
+// gradients of sum(out * w) fill the rest.
+template <typename Attend>
+Reference reference_of(int64_t B, int64_t H, int64_t Hkv, int64_t T, int64_t d, uint64_t seed, Attend&& attend) {
   at::manual_seed(seed);
   Reference r;
   r.q = at::randn({B, H, T, d});
@@ -45,7 +48,7 @@ inline Reference serial_attention(int64_t B, int64_t H, int64_t Hkv, int64_t T, 
   r.w = at::randn({B, H, T, d});
   r.scale = 1.0 / std::sqrt(static_cast<double>(d));
   auto q = r.q.clone().requires_grad_(), k = r.k.clone().requires_grad_(), v = r.v.clone().requires_grad_();
-  auto res = nn::LocalCausalAttention().forward(q, k, v, r.scale);
+  nn::AttentionResult res = attend(q, k, v, r.scale);
   (res.out * r.w).sum().backward();
   r.out = res.out.detach();
   r.lse = res.lse;
@@ -55,41 +58,34 @@ inline Reference serial_attention(int64_t B, int64_t H, int64_t Hkv, int64_t T, 
   return r;
 }
 
+inline Reference serial_attention(int64_t B, int64_t H, int64_t Hkv, int64_t T, int64_t d, uint64_t seed) {
+  return reference_of(B, H, Hkv, T, d, seed, [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                double scale) { return nn::LocalCausalAttention().forward(q, k, v, scale); });
+}
+
 // The same, with packed rows: document_ids [B, T] (nondecreasing per row), each document
 // attended on its own by causal attention, one at a time.
 inline Reference serial_document_attention(int64_t B, int64_t H, int64_t Hkv, int64_t T, int64_t d, uint64_t seed,
                                            const at::Tensor& document_ids) {
-  at::manual_seed(seed);
-  Reference r;
-  r.q = at::randn({B, H, T, d});
-  r.k = at::randn({B, Hkv, T, d});
-  r.v = at::randn({B, Hkv, T, d});
-  r.w = at::randn({B, H, T, d});
-  r.scale = 1.0 / std::sqrt(static_cast<double>(d));
-  auto q = r.q.clone().requires_grad_(), k = r.k.clone().requires_grad_(), v = r.v.clone().requires_grad_();
-  std::vector<at::Tensor> outs, lses;
-  for (int64_t b = 0; b < B; ++b) {
-    std::vector<at::Tensor> row_out, row_lse;
-    for (int64_t s = 0; s < T;) {
-      int64_t e = s + 1;
-      while (e < T && document_ids[b][e].item<int64_t>() == document_ids[b][s].item<int64_t>()) ++e;
-      auto doc = [&](const at::Tensor& t) { return t.narrow(0, b, 1).narrow(2, s, e - s); };
-      auto res = nn::LocalCausalAttention().forward(doc(q), doc(k), doc(v), r.scale);
-      row_out.push_back(res.out);
-      row_lse.push_back(res.lse);
-      s = e;
+  auto each_document = [&](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale) {
+    std::vector<at::Tensor> outs, lses;
+    for (int64_t b = 0; b < B; ++b) {
+      std::vector<at::Tensor> row_out, row_lse;
+      for (int64_t s = 0; s < T;) {
+        int64_t e = s + 1;
+        while (e < T && document_ids[b][e].item<int64_t>() == document_ids[b][s].item<int64_t>()) ++e;
+        auto doc = [&](const at::Tensor& t) { return t.narrow(0, b, 1).narrow(2, s, e - s); };
+        auto res = nn::LocalCausalAttention().forward(doc(q), doc(k), doc(v), scale);
+        row_out.push_back(res.out);
+        row_lse.push_back(res.lse);
+        s = e;
+      }
+      outs.push_back(at::cat(row_out, 2));
+      lses.push_back(at::cat(row_lse, 2));
     }
-    outs.push_back(at::cat(row_out, 2));
-    lses.push_back(at::cat(row_lse, 2));
-  }
-  auto out = at::cat(outs, 0);
-  (out * r.w).sum().backward();
-  r.out = out.detach();
-  r.lse = at::cat(lses, 0);
-  r.dq = q.grad();
-  r.dk = k.grad();
-  r.dv = v.grad();
-  return r;
+    return nn::AttentionResult{at::cat(outs, 0), at::cat(lses, 0)};
+  };
+  return reference_of(B, H, Hkv, T, d, seed, each_document);
 }
 
 // document_ids [rows, sum of lengths]: row i holds documents of the lengths lengths[i], in order.
