@@ -88,8 +88,8 @@ ParallelModel::~ParallelModel() = default;
 
 at::Tensor ParallelModel::forward(const at::Tensor& input_ids, const at::Tensor& position_ids,
                                   models::Routing* routing) {
-  MT_CHECK(!model_->is_slice(), "a pipeline stage (pp_size ", mesh_->size(MeshDim::Pp),
-           ") runs its slice through the pipeline schedule, not a whole-model forward");
+  MT_CHECK(!model_->is_slice(), "a whole-model forward (generate) needs pp_size 1, got pp_size ",
+           mesh_->size(MeshDim::Pp), ": a pipeline stage holds only its slice of the layers");
   if (parts_.fsdp) parts_.fsdp->gather_root();
   return model_->forward(input_ids, position_ids, routing);
 }

@@ -1,6 +1,7 @@
 // Pipeline parallelism against one rank: llama-tiny with 4 decoder layers (and a tied-embedding
 // variant) trains 10 steps of the same global batch under GPipe and 1F1B on 2 and 4 stages, and
-// pp 2 composed with FSDP, DDP and tensor parallelism with sequence parallelism; every step's loss
+// pp 2 composed with FSDP (also with activation checkpointing), DDP, tensor parallelism with
+// sequence parallelism, context and Ulysses parallelism; every step's loss
 // and gradient norm within 1e-5 relative of the single-rank run. A checkpoint saved under pp 2
 // resumes on one rank (and one from one rank under pp 2) on the same curve, and the HF export of
 // a pipelined model is byte-identical to the single-rank export.
@@ -159,6 +160,11 @@ TEST(PipelineParity, TwoStagesTimesFsdp2AndDdp2) {
   auto run = train_run("pp2_fsdp2", with_pp(sizes(1, 2), 2), 2, four_layers());
   expect_parity(run, single());
   fs::remove_all(run.dir);
+  parallel::ParallelOptions checkpointed;  // recomputation inside FSDP's gather, in a stage
+  checkpointed.ac_mode = parallel::AcMode::Full;
+  run = train_run("pp2_fsdp2_ac", with_pp(sizes(1, 2), 2), 2, four_layers(), checkpointed);
+  expect_parity(run, single());
+  fs::remove_all(run.dir);
   run = train_run("pp2_ddp2", with_pp(sizes(2, 1), 2), 2, four_layers(), schedule(parallel::PipelineSchedule::GPipe));
   expect_parity(run, single());
   fs::remove_all(run.dir);
@@ -168,6 +174,17 @@ TEST(PipelineParity, TwoStagesTimesTensorParallel2WithSequenceParallel) {
   parallel::ParallelOptions o;
   o.sequence_parallel = true;
   auto run = train_run("pp2_tp2_sp", with_pp(sizes(1, 1, 1, 1, 2), 2), 2, four_layers(), o);
+  expect_parity(run, single());
+  fs::remove_all(run.dir);
+}
+
+// Context (ring) and Ulysses parallelism inside the stages: the activations passed on are this
+// rank's sequence shard.
+TEST(PipelineParity, TwoStagesTimesContextParallel2AndUlysses2) {
+  auto run = train_run("pp2_cp2", with_pp(sizes(1, 1, 2), 2), 2, four_layers());
+  expect_parity(run, single());
+  fs::remove_all(run.dir);
+  run = train_run("pp2_sp2", with_pp(sizes(1, 1, 1, 2), 2), 2, four_layers());
   expect_parity(run, single());
   fs::remove_all(run.dir);
 }
