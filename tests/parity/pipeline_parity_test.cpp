@@ -170,10 +170,13 @@ TEST(PipelineParity, TwoStagesTimesFsdp2AndDdp2) {
   fs::remove_all(run.dir);
 }
 
-TEST(PipelineParity, TwoStagesTimesTensorParallel2WithSequenceParallel) {
+TEST(PipelineParity, TwoStagesTimesTensorParallel2WithSequenceParallelAndTimesDdp2) {
   parallel::ParallelOptions o;
   o.sequence_parallel = true;
   auto run = train_run("pp2_tp2_sp", with_pp(sizes(1, 1, 1, 1, 2), 2), 2, four_layers(), o);
+  expect_parity(run, single());
+  fs::remove_all(run.dir);
+  run = train_run("pp2_ddp2_tp2_sp", with_pp(sizes(2, 1, 1, 1, 2), 2), 2, four_layers(), o);  // 8 ranks
   expect_parity(run, single());
   fs::remove_all(run.dir);
 }
