@@ -7,16 +7,17 @@
 namespace meshtrain::dist {
 
 MeshSizes resolve_mesh_sizes(MeshSizes s, int64_t world) {
-  const std::array<std::pair<const char*, int64_t>, 5> named = {
-      std::pair{"dp_replicate_size", s.dp_replicate}, {"dp_shard_size", s.dp_shard}, {"cp_size", s.cp},
+  const std::array<std::pair<const char*, int64_t>, 6> named = {
+      std::pair{"pp_size", s.pp}, {"dp_replicate_size", s.dp_replicate}, {"dp_shard_size", s.dp_shard}, {"cp_size", s.cp},
       {"sp_size", s.sp}, {"tp_size", s.tp}};
   for (auto [name, v] : named)
     if (v < 1 && !(v == -1 && std::string(name) == "dp_shard_size"))
       throw UsageError(str_cat(name, " must be at least 1, but got ", v));
   if (s.dp_shard == -1) {
-    const int64_t rest = s.dp_replicate * s.cp * s.sp * s.tp;
+    const int64_t rest = s.pp * s.dp_replicate * s.cp * s.sp * s.tp;
     if (world % rest != 0)
-      throw UsageError(str_cat("dp_shard_size -1: world size ", world, " is not divisible by dp_replicate_size ",
+      throw UsageError(str_cat("dp_shard_size -1: world size ", world, " is not divisible by ",
+                               s.pp > 1 ? str_cat("pp_size ", s.pp, " x ") : std::string(), "dp_replicate_size ",
                                s.dp_replicate, " x cp_size ", s.cp, " x sp_size ", s.sp, " x tp_size ", s.tp, " = ", rest));
     s.dp_shard = world / rest;
   }
@@ -27,7 +28,8 @@ MeshSizes resolve_mesh_sizes(MeshSizes s, int64_t world) {
     throw UsageError(str_cat("ep_size ", s.ep, " must divide dp_shard_size ", s.dp_shard, " x cp_size ", s.cp,
                              ": token-dispatch expert parallelism draws its ranks from them"));
   if (s.product() != world)
-    throw UsageError(str_cat("dp_replicate_size ", s.dp_replicate, " x dp_shard_size ", s.dp_shard, " x cp_size ", s.cp,
+    throw UsageError(str_cat(s.pp > 1 ? str_cat("pp_size ", s.pp, " x ") : std::string(), "dp_replicate_size ",
+                             s.dp_replicate, " x dp_shard_size ", s.dp_shard, " x cp_size ", s.cp,
                              " x sp_size ", s.sp, " x tp_size ", s.tp, " = ", s.product(),
                              " does not match the world size ", world));
   return s;
@@ -54,7 +56,8 @@ std::vector<MeshDim> DeviceMesh::dims_of(MeshDim dim) {
     case World: return {kMeshDims.begin(), kMeshDims.end()};
     case Ep:
     case Etp:
-    case EpReplicate: fail("mesh group ", name_of(dim), " is not made of whole mesh dims");
+    case EpReplicate:
+    case PpEnds: fail("mesh group ", name_of(dim), " is not made of whole mesh dims");
     default: return {dim};
   }
 }
@@ -70,18 +73,22 @@ DeviceMesh::DeviceMesh(MeshSizes sizes, int rank) : sizes_(sizes), rank_(rank) {
                     std::vector<MeshDim>(kFlattenedDims.begin(), kFlattenedDims.end()),
                     std::vector<MeshDim>(kExpertDims.begin(), kExpertDims.end())})
     for (auto dim : dims) groups_[dim] = Group::solo(dim, rank);
+  groups_[MeshDim::PpEnds] = Group::solo(MeshDim::PpEnds, rank);
 }
 
 int64_t DeviceMesh::dim_size(MeshDim dim) const {
-  const std::array<int64_t, kMeshDims.size()> s = {sizes_.dp_replicate, sizes_.dp_shard, sizes_.cp, sizes_.sp,
-                                                   sizes_.tp};
+  const std::array<int64_t, kMeshDims.size()> s = {sizes_.pp, sizes_.dp_replicate, sizes_.dp_shard,
+                                                   sizes_.cp, sizes_.sp, sizes_.tp};
   return s[index_of(dim)];
 }
 
 int64_t DeviceMesh::size(MeshDim dim) const {
   if (dim == MeshDim::Ep) return sizes_.ep;
   if (dim == MeshDim::Etp) return sizes_.ep_in_tp && sizes_.ep > 1 ? sizes_.tp / sizes_.ep : 1;
-  if (dim == MeshDim::EpReplicate) return sizes_.product() / (sizes_.ep_in_tp ? sizes_.tp : sizes_.tp * sizes_.ep);
+  // Experts are replicated within a pipeline stage: ep_replicate does not span pp.
+  if (dim == MeshDim::EpReplicate)
+    return sizes_.product() / sizes_.pp / (sizes_.ep_in_tp ? sizes_.tp : sizes_.tp * sizes_.ep);
+  if (dim == MeshDim::PpEnds) return static_cast<int64_t>(group_ranks(dim).size());
   int64_t n = 1;
   for (auto d : dims_of(dim)) n *= dim_size(d);
   return n;
@@ -95,6 +102,11 @@ int64_t DeviceMesh::coordinate(MeshDim dim) const {
 
 std::vector<int> DeviceMesh::group_ranks(MeshDim dim) const {
   using enum MeshDim;
+  if (dim == PpEnds) {  // the first and the last rank of this rank's pp group, when it is one of them
+    auto pp = group_ranks(Pp);
+    if (pp.size() == 1 || (rank_ != pp.front() && rank_ != pp.back())) return {rank_};
+    return {pp.front(), pp.back()};
+  }
   if (is_expert_dim(dim)) {
     // Router masking: ep strided over the tp group, etp its blocks, ep_replicate the same tp
     // coordinate. Token dispatch: ep a block of the dp_shard_cp group, ep_replicate the same
@@ -116,7 +128,7 @@ std::vector<int> DeviceMesh::group_ranks(MeshDim dim) const {
                : dim == Etp ? r == rank_
                             : other.coordinate(Tp) == coordinate(Tp) && index % ep == mine % ep;
       }
-      if (same) ranks.push_back(r);
+      if (same && other.coordinate(Pp) == coordinate(Pp)) ranks.push_back(r);  // experts live within a stage
     }
     return ranks;
   }
@@ -143,6 +155,7 @@ std::vector<MeshDim> DeviceMesh::dims_with_groups() const {
   dims.insert(dims.end(), kFlattenedDims.begin(), kFlattenedDims.end());
   if (sizes_.ep > 1) dims.insert(dims.end(), {MeshDim::Ep, MeshDim::EpReplicate});
   if (sizes_.ep > 1 && sizes_.ep_in_tp) dims.push_back(MeshDim::Etp);
+  if (sizes_.pp > 1) dims.push_back(MeshDim::PpEnds);
   return dims;
 }
 

@@ -1,4 +1,4 @@
-// The device mesh: dims dp_replicate, dp_shard, cp, sp, tp (tp varies fastest), each rank's
+// The device mesh: dims pp, dp_replicate, dp_shard, cp, sp, tp (tp varies fastest), each rank's
 // coordinates, and one process group per MeshDim (flattened and expert groups included), created
 // once; layout-only groups (no backend) serve `meshtrain plan`.
 #pragma once
@@ -23,7 +23,8 @@ struct MeshSizes {
   // group (router masking).
   int64_t ep = 1;
   bool ep_in_tp = false;
-  int64_t product() const { return dp_replicate * dp_shard * cp * sp * tp; }
+  int64_t pp = 1;  // pipeline stages: the outermost dim
+  int64_t product() const { return pp * dp_replicate * dp_shard * cp * sp * tp; }
 };
 
 // Fills dp_shard = -1 with what the world leaves; checks every size >= 1 and that the product

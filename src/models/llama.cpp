@@ -53,9 +53,14 @@ LlamaModel::LlamaModel(const LlamaConfig& c) : rotary_(c.head_dim, c.rope_theta,
 
 at::Tensor LlamaModel::forward(const at::Tensor& input_ids, const at::Tensor& position_ids, Routing* routing,
                               const at::Tensor& document_ids) {
-  auto hidden = embed_tokens->forward(input_ids);
+  return norm->forward(forward_layers(embed_tokens->forward(input_ids), position_ids, routing, document_ids));
+}
+
+at::Tensor LlamaModel::forward_layers(at::Tensor hidden, const at::Tensor& position_ids, Routing* routing,
+                                      const at::Tensor& document_ids) {
   auto rope = rotary_.tables(position_ids, hidden.scalar_type());
   for (size_t i = 0; i < layers.size(); ++i) {
+    if (!layers[i]) continue;
     // By value: a runner may run the layer again in backward (activation checkpointing).
     auto out = runners.run(static_cast<int64_t>(i), [layer = layers[i], rope, document_ids](const at::Tensor& x) {
       return layer->forward(x, rope, document_ids);
@@ -63,7 +68,7 @@ at::Tensor LlamaModel::forward(const at::Tensor& input_ids, const at::Tensor& po
     hidden = out.hidden;
     if (out.router && routing) routing->push_back(std::move(*out.router));
   }
-  return norm->forward(hidden);
+  return hidden;
 }
 
 LlamaForCausalLM::LlamaForCausalLM(const LlamaConfig& c) : config_(c) {
@@ -84,6 +89,57 @@ at::Tensor LlamaForCausalLM::forward(const at::Tensor& input_ids, const at::Tens
   return tied_head_style->linear(hidden, model->embed_tokens->weight, {});
 }
 
+void LlamaForCausalLM::keep_slice(int64_t begin, int64_t end, bool embedding, bool head) {
+  auto& m = *model;
+  MT_CHECK(0 <= begin && begin <= end && end <= static_cast<int64_t>(m.layers.size()), "layers [", begin, ", ", end,
+           ") are not a slice of ", m.layers.size(), " layers");
+  at::NoGradGuard no_grad;
+  auto drop = [](torch::nn::Module& module) {  // the module may stay referenced: free its weights
+    for (auto& p : module.parameters()) p.set_data(at::empty({0}, p.options()));
+  };
+  auto list = m.named_children()["layers"];
+  for (int64_t i = 0; i < static_cast<int64_t>(m.layers.size()); ++i) {
+    if ((i >= begin && i < end) || !m.layers[i]) continue;
+    drop(*m.layers[i]);
+    list->unregister_module(std::to_string(i));
+    m.layers[i] = nullptr;
+  }
+  const bool tied_head = head && !lm_head;
+  if (!embedding && !tied_head && m.embed_tokens) {
+    drop(*m.embed_tokens);
+    m.unregister_module("embed_tokens");
+    m.embed_tokens = nullptr;
+  }
+  if (!head) {
+    if (m.norm) {
+      drop(*m.norm);
+      m.unregister_module("norm");
+      m.norm = nullptr;
+    }
+    if (lm_head) {
+      drop(*lm_head);
+      unregister_module("lm_head");
+      lm_head = nullptr;
+    }
+  }
+  std::map<std::string, nn::ParamPlacement> kept;
+  for (auto& [name, p] : named_params()) kept[name] = placements_.at(name);
+  placements_ = std::move(kept);
+  holds_embedding_ = embedding;
+  holds_head_ = head;
+  is_slice_ = true;
+}
+
+at::Tensor LlamaForCausalLM::forward_slice(const at::Tensor& input, const at::Tensor& position_ids,
+                                           Routing* routing, const at::Tensor& document_ids) {
+  auto hidden = holds_embedding_ ? model->embed_tokens->forward(input) : input;
+  hidden = model->forward_layers(hidden, position_ids, routing, document_ids);
+  if (!holds_head_) return hidden;
+  hidden = model->norm->forward(hidden);
+  if (lm_head) return lm_head->forward(hidden);
+  return tied_head_style->linear(hidden, model->embed_tokens->weight, {});
+}
+
 std::vector<std::pair<std::string, at::Tensor>> LlamaForCausalLM::named_params() const {
   std::vector<std::pair<std::string, at::Tensor>> out;
   for (const auto& item : named_parameters(/*recurse=*/true)) out.emplace_back(item.key(), item.value());
@@ -99,8 +155,9 @@ std::vector<std::pair<std::string, at::Tensor*>> LlamaForCausalLM::parameter_slo
     add(prefix + ".weight", l.weight);
     add(prefix + ".bias", l.bias);
   };
-  add("model.embed_tokens.weight", model->embed_tokens->weight);
+  if (model->embed_tokens) add("model.embed_tokens.weight", model->embed_tokens->weight);
   for (size_t i = 0; i < model->layers.size(); ++i) {
+    if (!model->layers[i]) continue;
     auto& layer = *model->layers[i];
     const std::string p = "model.layers." + std::to_string(i) + ".";
     add_linear(p + "self_attn.q_proj", *layer.self_attn->q_proj);
@@ -123,7 +180,7 @@ std::vector<std::pair<std::string, at::Tensor*>> LlamaForCausalLM::parameter_slo
     add(p + "input_layernorm.weight", layer.input_layernorm->weight);
     add(p + "post_attention_layernorm.weight", layer.post_attention_layernorm->weight);
   }
-  add("model.norm.weight", model->norm->weight);
+  if (model->norm) add("model.norm.weight", model->norm->weight);
   if (lm_head) add("lm_head.weight", lm_head->weight);
   return slots;
 }
@@ -138,7 +195,7 @@ void LlamaForCausalLM::set_dtype(const std::string& dtype) {
 std::vector<std::shared_ptr<nn::SparseMoe>> LlamaForCausalLM::moe_layers() const {
   std::vector<std::shared_ptr<nn::SparseMoe>> out;
   for (auto& layer : model->layers)
-    if (layer->moe) out.push_back(layer->moe);
+    if (layer && layer->moe) out.push_back(layer->moe);
   return out;
 }
 

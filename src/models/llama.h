@@ -44,9 +44,12 @@ class LlamaModel : public torch::nn::Module {
   // attention stays inside each document; undefined: causal over each row.
   at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& position_ids, Routing* routing = nullptr,
                      const at::Tensor& document_ids = {});
+  // The decoder layers this model holds (null entries are skipped), in order.
+  at::Tensor forward_layers(at::Tensor hidden, const at::Tensor& position_ids, Routing* routing = nullptr,
+                            const at::Tensor& document_ids = {});
 
   std::shared_ptr<nn::Embedding> embed_tokens;
-  std::vector<std::shared_ptr<LlamaDecoderLayer>> layers;
+  std::vector<std::shared_ptr<LlamaDecoderLayer>> layers;  // by global index; null where not held
   std::shared_ptr<nn::RMSNorm> norm;
   nn::LayerRunnerChain runners;  // how each layer runs (FSDP, activation checkpointing)
 
@@ -62,6 +65,21 @@ class LlamaForCausalLM : public torch::nn::Module {
   // layers' router records go to `routing` when given. document_ids: see LlamaModel::forward.
   at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& position_ids = {}, Routing* routing = nullptr,
                      const at::Tensor& document_ids = {});
+
+  // Keeps a contiguous slice of the stack, as one pipeline stage holds it (HF's base_model_pp_plan
+  // cuts at the same names): decoder layers [begin, end), the embedding when `embedding`, the
+  // final norm and the head when `head` (a tied head keeps embed_tokens for its weight). The rest
+  // is unregistered, its memory released and its placement dropped, so named_params() and every
+  // unit after see the slice alone, under the serial model's names.
+  void keep_slice(int64_t begin, int64_t end, bool embedding, bool head);
+  bool holds_embedding() const { return holds_embedding_; }
+  bool holds_head() const { return holds_head_; }
+  bool is_slice() const { return is_slice_; }
+  // The slice's forward: input_ids [B, T] when it holds the embedding, else hidden [B, T', D];
+  // logits when it holds the head, else hidden states. position_ids [B, T] always; document_ids as
+  // forward takes them.
+  at::Tensor forward_slice(const at::Tensor& input, const at::Tensor& position_ids, Routing* routing = nullptr,
+                           const at::Tensor& document_ids = {});
 
   // Fresh weights as HF initialises them (normal(0, initializer_range) for matrices, ones for
   // norms, zeros for biases, a zero padding row), each drawn from a generator keyed by
@@ -98,6 +116,7 @@ class LlamaForCausalLM : public torch::nn::Module {
  private:
   LlamaConfig config_;
   std::map<std::string, nn::ParamPlacement> placements_;
+  bool holds_embedding_ = true, holds_head_ = true, is_slice_ = false;
 };
 
 }  // namespace meshtrain::models

@@ -146,6 +146,7 @@ void shard_experts(models::LlamaForCausalLM& model, const std::string& name, at:
 void apply_expert_parallel(models::LlamaForCausalLM& model, dist::Group& ep, EpMode mode) {
   const auto& layers = model.model->layers;
   for (size_t i = 0; i < layers.size(); ++i) {
+    if (!layers[i]) continue;  // not on this pipeline stage
     auto& moe = layers[i]->moe;
     if (!moe) continue;
     const int64_t num_experts = moe->shape().num_experts;

@@ -147,7 +147,7 @@ at::Tensor Fsdp::local_flat(const Unit& unit) const {
 }
 
 void Fsdp::prefetch(Unit& unit) {
-  if (unit.pending) return;
+  if (unit.pending || unit.params.empty()) return;  // empty: a layer of another pipeline stage
   at::NoGradGuard no_grad;
   unit.pending = dist::all_gather_1d_async(shard_group_, local_flat(unit), unit.flat_sizes);
 }
@@ -160,6 +160,7 @@ at::Tensor Fsdp::take_gathered(Unit& unit) {
 }
 
 void Fsdp::gather(Unit& unit) {
+  if (unit.params.empty()) return;
   auto flat = take_gathered(unit);
   std::vector<at::Tensor> fulls;
   if (at::GradMode::is_enabled()) {

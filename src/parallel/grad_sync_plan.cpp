@@ -43,10 +43,15 @@ GradSyncPlan::GradSyncPlan(const models::LlamaForCausalLM& model, const dist::De
   using enum MeshDim;
   for (auto& [name, param] : model.named_params()) {
     const auto& place = model.placement(name);
+    // A record spans the ranks of one pipeline stage (the whole mesh without pp); pp_ends only
+    // adds the tied embedding's copy on the other end stage.
     int64_t ranks = 1;
-    for (auto dim : place.mesh_dims) ranks *= mesh.size(dim);
-    MT_CHECK(ranks == mesh.world_size(), "the placement of ", name, " spans ", ranks, " ranks of a mesh of ",
-             mesh.world_size(), ", so no gradient-sync rule covers it: ", describe(place, mesh));
+    for (auto dim : place.mesh_dims)
+      if (dim != PpEnds) ranks *= mesh.size(dim);
+    const int64_t stage_ranks = mesh.world_size() / mesh.size(Pp);
+    MT_CHECK(ranks == stage_ranks, "the placement of ", name, " spans ", ranks, " ranks of a ",
+             mesh.size(Pp) > 1 ? "pipeline stage" : "mesh", " of ", stage_ranks,
+             ", so no gradient-sync rule covers it: ", describe(place, mesh));
     const bool fsdp = place.is(DpShardCp, nn::Placement::Kind::Shard);
     for (size_t d = 0; d < place.mesh_dims.size(); ++d) {
       const auto dim = place.mesh_dims[d];

@@ -3,7 +3,9 @@
 #pragma once
 #include <optional>
 #include <string>
+#include <vector>
 
+#include "parallel/pipeline_schedule.h"
 #include "parallel/tp_plan.h"
 
 namespace meshtrain::parallel {
@@ -29,6 +31,12 @@ enum class AcMode { None, Full, Selective };
 // "none" | "full" | "selective"; anything else is a UsageError listing them.
 AcMode parse_ac_mode(const std::string& name);
 
+// Pipeline parallelism over the pp dim: the schedule and how the layers split into stages.
+struct PipelineOptions {
+  PipelineSchedule schedule = PipelineSchedule::OneFOneB;
+  std::vector<int64_t> layers_per_stage;  // one count per stage; empty: an even split
+};
+
 struct ParallelOptions {
   double ddp_bucket_cap_mb = 25.0;
   bool reshard_after_forward = true;
@@ -41,6 +49,7 @@ struct ParallelOptions {
   AcMode ac_mode = AcMode::None;
   int64_t ac_every = 2;  // selective: checkpoint layers 0, k, 2k, ...
   bool bf16 = false;     // mixed precision (parallel/mixed_precision.h); fp32 otherwise
+  PipelineOptions pp;
 };
 
 }  // namespace meshtrain::parallel

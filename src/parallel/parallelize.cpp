@@ -15,6 +15,7 @@
 #include "parallel/grad_sync_plan.h"
 #include "parallel/loss_parallel.h"
 #include "parallel/mixed_precision.h"
+#include "parallel/pipeline_stage.h"
 #include "parallel/tensor_parallel.h"
 #include "parallel/ulysses.h"
 #include "util/check.h"
@@ -37,6 +38,9 @@ Parallelized parallelize(models::LlamaForCausalLM& model, const dist::DeviceMesh
   MT_CHECK(o.ep_size == 1 || !model.moe_layers().empty(), "--ep_size ", o.ep_size, ": the model has no MoE layers");
   Parallelized p;
   p.tp = std::make_unique<TpReport>();
+  // 0. Pipeline stages first: a stage is the serial model's slice, and every unit after it
+  //    lays out only what the stage holds.
+  apply_pipeline_stage(model, mesh, o.pp);
   // 1. Tensor (and Megatron sequence) parallelism first: it decides what each rank holds, the
   //    experts split inside included, and every later unit works on its shards.
   if (s.tp > 1)
@@ -52,8 +56,11 @@ Parallelized parallelize(models::LlamaForCausalLM& model, const dist::DeviceMesh
   //    so that recomputation finds the layer's weights gathered again.
   if (o.ac_mode != AcMode::None) apply_activation_checkpointing(model, o.ac_mode == AcMode::Full ? 1 : o.ac_every);
   // 5. FSDP last: it shards, over dp_shard × cp, what every token-holding rank still holds alike.
+  //    Pipeline schedules run several forwards before their backwards, so a stage keeps its
+  //    gathered weights for the step (torchtitan's default under pp too).
   if (s.dp_shard > 1)
-    p.fsdp = std::make_unique<Fsdp>(model, mesh.group(DpShardCp), mesh.group(DpReplicateSp), o.reshard_after_forward);
+    p.fsdp = std::make_unique<Fsdp>(model, mesh.group(DpShardCp), mesh.group(DpReplicateSp),
+                                    o.reshard_after_forward && s.pp == 1);
   // 6. The records are final: the gradient-sync plan, and DDP's buckets for what it assigns them.
   p.sync = std::make_unique<GradSyncPlan>(model, mesh);
   std::map<std::string, at::Tensor> params;
@@ -70,6 +77,7 @@ ParallelModel::ParallelModel(std::shared_ptr<models::LlamaForCausalLM> model,
       mesh_(std::move(mesh)),
       sequence_parallel_(options.sequence_parallel),
       bf16_(options.bf16),
+      pipeline_(options.pp),
       parts_(parallelize(*model_, *mesh_, options)) {
   std::map<std::string, at::Tensor> params;
   for (auto& [name, p] : model_->named_params()) params[name] = p;
@@ -83,28 +91,56 @@ ParallelModel::~ParallelModel() = default;
 
 at::Tensor ParallelModel::forward(const at::Tensor& input_ids, const at::Tensor& position_ids,
                                   models::Routing* routing, const at::Tensor& document_ids) {
+  MT_CHECK(!model_->is_slice(), "a whole-model forward (generate) needs pp_size 1, got pp_size ",
+           mesh_->size(MeshDim::Pp), ": a pipeline stage holds only its slice of the layers");
   if (parts_.fsdp) parts_.fsdp->gather_root();
   return model_->forward(input_ids, position_ids, routing, document_ids);
 }
 
+ParallelModel::LocalInputs ParallelModel::local_inputs(const at::Tensor& input_ids, const at::Tensor& position_ids) const {
+  LocalInputs in;
+  // The documents of the whole rows, before sharding: every attention core sees them whole.
+  if (position_ids.defined()) in.documents = nn::packed_document_ids(position_ids);
+  if (mesh_->size(MeshDim::Cp) > 1 || mesh_->size(MeshDim::Sp) > 1) {
+    in.ids = shard_sequence(input_ids, *mesh_);
+    in.positions = position_ids.defined() ? shard_sequence(position_ids, *mesh_)
+                                          : sequence_position_ids(input_ids.size(0), input_ids.size(1), *mesh_);
+  } else {
+    in.ids = input_ids;
+    in.positions = position_ids.defined() ? position_ids
+                                          : at::arange(input_ids.size(1), input_ids.options()).unsqueeze(0).expand_as(input_ids);
+  }
+  return in;
+}
+
 at::Tensor ParallelModel::loss_sum(const at::Tensor& input_ids, const at::Tensor& targets, models::Routing* routing,
                                    const at::Tensor& position_ids) {
-  // The documents of the whole rows, before sharding: every attention core sees them whole.
-  const auto documents = position_ids.defined() ? nn::packed_document_ids(position_ids) : at::Tensor();
+  const auto in = local_inputs(input_ids, position_ids);
   AutocastGuard autocast(bf16_);
-  at::Tensor logits, local_targets = targets;
-  if (mesh_->size(MeshDim::Cp) > 1 || mesh_->size(MeshDim::Sp) > 1) {
-    local_targets = shard_sequence(targets, *mesh_);
-    logits = forward(shard_sequence(input_ids, *mesh_),
-                     position_ids.defined() ? shard_sequence(position_ids, *mesh_)
-                                            : sequence_position_ids(input_ids.size(0), input_ids.size(1), *mesh_),
-                     routing, documents);
-  } else {
-    logits = forward(input_ids, position_ids, routing, documents);
-  }
+  return logits_loss_sum(forward(in.ids, in.positions, routing, in.documents), targets);
+}
+
+at::Tensor ParallelModel::stage_forward(const at::Tensor& input_ids, const at::Tensor& hidden,
+                                        const at::Tensor& position_ids) {
+  if (parts_.fsdp) parts_.fsdp->gather_root();
+  const auto in = local_inputs(input_ids, position_ids);
+  AutocastGuard autocast(bf16_);
+  return model_->forward_slice(model_->holds_embedding() ? in.ids : hidden, in.positions, nullptr, in.documents);
+}
+
+at::Tensor ParallelModel::logits_loss_sum(const at::Tensor& logits, const at::Tensor& targets) {
+  const bool sharded = mesh_->size(MeshDim::Cp) > 1 || mesh_->size(MeshDim::Sp) > 1;
+  const auto local_targets = sharded ? shard_sequence(targets, *mesh_) : targets;
   if (parts_.tp->logits_vocab_sharded)
     return vocab_parallel_cross_entropy_sum(logits, local_targets, mesh_->group(MeshDim::Tp), parts_.tp->vocab_offset);
   return nn::cross_entropy_sum(logits, local_targets);
+}
+
+std::vector<int64_t> ParallelModel::stage_activation_shape(const at::Tensor& input_ids) const {
+  auto local = shard_sequence(at::zeros({1, input_ids.size(1)}), *mesh_);
+  int64_t t = local.size(1);
+  if (sequence_parallel_) t = sequence_shards(t, mesh_->size(MeshDim::Tp))[mesh_->coordinate(MeshDim::Tp)];
+  return {input_ids.size(0), t, model_->config().hidden_size};
 }
 
 void ParallelModel::check_sequence_length(int64_t seq_len) const {
@@ -147,6 +183,9 @@ double ParallelModel::clip_grad_norm(double max_norm) {
     if (!p.grad().defined()) continue;
     grads.push_back(p.grad());
     const auto& place = model_->placement(name);
+    // The tied embedding's copy on the last pipeline stage is counted on the first.
+    if (place.is(MeshDim::PpEnds, nn::Placement::Kind::Replicate) && mesh_->group(MeshDim::PpEnds).rank() != 0)
+      continue;
     std::vector<MeshDim> dims;
     for (size_t d = 0; d < place.placements.size(); ++d)
       if (place.placements[d].kind == nn::Placement::Kind::Shard) dims.push_back(place.mesh_dims[d]);
@@ -158,6 +197,11 @@ double ParallelModel::clip_grad_norm(double max_norm) {
     auto sum = at::stack(at::_foreach_norm(group_grads, 2)).to(at::kDouble).pow(2).sum();
     for (auto& dim : dims) dist::all_reduce_(mesh_->group(dim), sum);
     total += sum.item<double>();
+  }
+  if (mesh_->size(MeshDim::Pp) > 1) {  // each stage holds different parameters
+    auto sum = at::tensor({total}, at::kDouble);
+    dist::all_reduce_(mesh_->group(MeshDim::Pp), sum);
+    total = sum.item<double>();
   }
   const double norm = std::sqrt(total);
   if (max_norm > 0 && !grads.empty()) {

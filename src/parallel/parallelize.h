@@ -49,6 +49,18 @@ class ParallelModel {
   // each document. The step's loss is step_loss() (parallel/step_loss.h), which calls this.
   at::Tensor loss_sum(const at::Tensor& input_ids, const at::Tensor& targets, models::Routing* routing = nullptr,
                       const at::Tensor& position_ids = {});
+
+  // Pipeline stages (parallel/pipeline_runner.h). This stage's forward of one micro-batch: the
+  // first stage reads input_ids [B, T] (cut to this rank's sequence shard), the others `hidden`,
+  // the activation the previous stage sent; the last returns logits, the others hidden states.
+  // position_ids as loss_sum takes them.
+  at::Tensor stage_forward(const at::Tensor& input_ids, const at::Tensor& hidden, const at::Tensor& position_ids = {});
+  // The summed cross entropy of the last stage's logits against the micro-batch's targets.
+  at::Tensor logits_loss_sum(const at::Tensor& logits, const at::Tensor& targets);
+  // The shape of the hidden states passed between stages for a micro-batch of input_ids:
+  // [B, T on this rank (/ tp under sequence parallelism), D].
+  std::vector<int64_t> stage_activation_shape(const at::Tensor& input_ids) const;
+  const PipelineOptions& pipeline() const { return pipeline_; }
   // Whether sequences of seq_len tokens can be sharded over cp, sp and (sequence parallel) tp;
   // an error with the numbers if not.
   void check_sequence_length(int64_t seq_len) const;
@@ -70,8 +82,16 @@ class ParallelModel {
  private:
   std::shared_ptr<models::LlamaForCausalLM> model_;
   std::shared_ptr<const dist::DeviceMesh> mesh_;
+  // A micro-batch as this rank runs it: its sequence shard, the positions of that shard, and the
+  // documents of the whole rows (undefined unless packed).
+  struct LocalInputs {
+    at::Tensor ids, positions, documents;
+  };
+  LocalInputs local_inputs(const at::Tensor& input_ids, const at::Tensor& position_ids) const;
+
   bool sequence_parallel_ = false;
   bool bf16_ = false;
+  PipelineOptions pipeline_;
   Parallelized parts_;
   std::vector<std::pair<dist::Group*, std::vector<at::Tensor>>> after_backward_;  // the plan's all-reduces
 };

@@ -4,6 +4,7 @@
 #include "dist/device_mesh.h"
 #include "nn/causal_lm_loss.h"
 #include "parallel/parallelize.h"
+#include "parallel/pipeline_runner.h"
 
 namespace meshtrain::parallel {
 
@@ -71,6 +72,7 @@ void MoeStepStats::add(const MoeStepStats& o) {
 
 StepLoss step_loss(ParallelModel& model, const std::vector<MicroBatch>& micro_batches, Pass pass) {
   const auto& mesh = model.mesh();
+  if (mesh.size(MeshDim::Pp) > 1) return pipeline_step_loss(model, micro_batches, pass);
   // Every cp / sp rank of a row counts its targets whole: the count is summed over dp only.
   int64_t local_targets = 0;
   for (auto& mb : micro_batches) local_targets += nn::count_targets(mb.targets);

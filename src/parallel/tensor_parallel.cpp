@@ -52,8 +52,10 @@ class Sharder {
 
   TpReport run(Group& experts_tp) {
     auto& m = *model_.model;
-    embedding("model.embed_tokens", *m.embed_tokens);
+    // A pipeline stage holds a slice: the modules it lacks are skipped.
+    if (m.embed_tokens) embedding("model.embed_tokens", *m.embed_tokens);
     for (size_t i = 0; i < m.layers.size(); ++i) {
+      if (!m.layers[i]) continue;
       const std::string layer = "model.layers." + std::to_string(i);
       auto& decoder = *m.layers[i];
       auto& attn = *decoder.self_attn;
@@ -72,13 +74,13 @@ class Sharder {
       norm(layer + ".input_layernorm", false);
       norm(layer + ".post_attention_layernorm", false);
     }
-    norm("model.norm", false);
+    if (m.norm) norm("model.norm", false);
     if (model_.lm_head) linear("lm_head", *model_.lm_head, false);
-    else tied_head();
-    MT_CHECK(!options_.loss_parallel || report_.logits_vocab_sharded,
+    else if (m.embed_tokens) tied_head();
+    MT_CHECK(!options_.loss_parallel || report_.logits_vocab_sharded || !model_.holds_head(),
              "--loss_parallel needs the output layer sharded over the vocab (lm_head colwise, or a tied head with "
              "embed_tokens embedding_rowwise)");
-    report_.unused_rules = plan_.unused_rules(paths_);
+    if (!model_.is_slice()) report_.unused_rules = plan_.unused_rules(paths_);  // a stage lacks some modules
     return report_;
   }
 

@@ -104,7 +104,8 @@ void apply_sequence_sharded_attention(models::LlamaForCausalLM& model, dist::Gro
     check_ulysses_heads(c.num_attention_heads, c.num_key_value_heads, sp.size());
     core = std::make_shared<UlyssesAttention>(sp, core);
   }
-  for (auto& layer : model.model->layers) layer->self_attn->set_core(core);
+  for (auto& layer : model.model->layers)
+    if (layer) layer->self_attn->set_core(core);
 }
 
 }  // namespace meshtrain::parallel

@@ -8,6 +8,7 @@
 
 #include "dist/device_mesh.h"
 #include "parallel/grad_sync_plan.h"
+#include "parallel/pipeline_stage.h"
 #include "parallel/traffic_plan.h"
 #include "tools/commands.h"
 #include "tools/flags.h"
@@ -38,6 +39,22 @@ void print_sync_plan(const std::string& config_path, const dist::MeshSizes& size
   }
   std::printf("  %zu reductions, %llu bytes sent per step by rank %d\n", plan.syncs().size(),
               static_cast<unsigned long long>(total), rank);
+}
+
+// The pipeline stages: their ranks, decoder layers, and which holds the embedding and the head.
+void print_stages(const std::string& config_path, const dist::MeshSizes& sizes, const parallel::ParallelOptions& o) {
+  const auto config = models::LlamaConfig::load(config_path);
+  const auto split = parallel::split_stages(config.num_hidden_layers, sizes.pp, o.pp.layers_per_stage);
+  const int64_t per_stage = sizes.product() / sizes.pp;
+  std::printf("pipeline: %lld stages, schedule %s\n", (long long)sizes.pp, parallel::pipeline_schedule_name(o.pp.schedule));
+  for (size_t s = 0; s < split.size(); ++s) {
+    std::string extra;
+    if (s == 0) extra += " + embed_tokens";
+    if (s + 1 == split.size()) extra += config.tie_word_embeddings ? " + norm, tied head (embed_tokens)" : " + norm, lm_head";
+    std::printf("  stage %zu (ranks %lld-%lld): layers %lld-%lld%s\n", s, (long long)(s * per_stage),
+                (long long)((s + 1) * per_stage - 1), (long long)split[s].begin, (long long)split[s].end - 1,
+                extra.c_str());
+  }
 }
 
 double mib(int64_t bytes) { return static_cast<double>(bytes) / (1 << 20); }
@@ -158,7 +175,7 @@ int run_plan(const Args& argv) {
   if (flags.has("bf16"))
     throw UsageError("meshtrain plan: --bf16 is not modelled yet; the planner predicts fp32 runs (leave --bf16 out)");
   bool layout_given = false;
-  for (auto name : {"dp_replicate_size", "dp_shard_size", "tp_size", "cp_size", "sp_size", "ep_size"})
+  for (auto name : {"pp_size", "dp_replicate_size", "dp_shard_size", "tp_size", "cp_size", "sp_size", "ep_size"})
     layout_given |= flags.has(name);
   if (flags.has("config_name") && !layout_given && world > 1) {
     rank_layouts(resolve_path(flags.get("config_name", "")), world, shape, parallel_options_from(flags), budget);
@@ -169,13 +186,14 @@ int run_plan(const Args& argv) {
   if (rank < 0 || rank >= world) throw UsageError(str_cat("meshtrain plan: --rank must be in [0, ", world, "), got ", rank));
   if (flags.has("json")) {
     if (!flags.has("config_name")) throw UsageError("meshtrain plan: --json needs --config_name");
+    if (sizes.pp > 1) throw UsageError("meshtrain plan: --json: memory and traffic are not predicted under pp_size > 1 yet");
     std::cout << prediction_json(predict(resolve_path(flags.get("config_name", "")), sizes, static_cast<int>(rank),
                                          parallel_options_from(flags), shape))
                      .dump(1)
               << "\n";
     return 0;
   }
-  std::cout << "mesh dp_replicate=" << sizes.dp_replicate << " dp_shard=" << sizes.dp_shard << " cp=" << sizes.cp
+  std::cout << "mesh " << (sizes.pp > 1 ? "pp=" + std::to_string(sizes.pp) + " " : "") << "dp_replicate=" << sizes.dp_replicate << " dp_shard=" << sizes.dp_shard << " cp=" << sizes.cp
             << " sp=" << sizes.sp << " tp=" << sizes.tp << (sizes.ep > 1 ? " ep=" + std::to_string(sizes.ep) : "")
             << "\n";
   auto ranks_text = [](const std::vector<int>& ranks) {
@@ -189,9 +207,12 @@ int run_plan(const Args& argv) {
   for (int r = 0; r < world; ++r) {
     dist::DeviceMesh mesh(sizes, r);
     std::cout << "rank " << r << ":";
-    for (auto dim : kMeshDims) std::cout << " " << name_of(dim) << "=" << mesh.coordinate(dim);
+    // pp is shown only when the mesh has stages.
+    for (auto dim : kMeshDims)
+      if (dim != MeshDim::Pp || sizes.pp > 1) std::cout << " " << name_of(dim) << "=" << mesh.coordinate(dim);
     std::cout << " |";
-    for (auto dim : kMeshDims) std::cout << " " << name_of(dim) << ranks_text(mesh.group_ranks(dim));
+    for (auto dim : kMeshDims)
+      if (dim != MeshDim::Pp || sizes.pp > 1) std::cout << " " << name_of(dim) << ranks_text(mesh.group_ranks(dim));
     for (auto dim : kFlattenedDims) std::cout << " " << name_of(dim) << ranks_text(mesh.group_ranks(dim));
     if (sizes.ep > 1)
       for (auto dim : kExpertDims)
@@ -201,7 +222,12 @@ int run_plan(const Args& argv) {
   if (flags.has("config_name")) {
     const auto config = resolve_path(flags.get("config_name", ""));
     const auto options = parallel_options_from(flags);
+    if (sizes.pp > 1) print_stages(config, sizes, options);
     print_sync_plan(config, sizes, static_cast<int>(rank), options);
+    if (sizes.pp > 1) {
+      std::printf("memory and traffic are not predicted under pipeline parallelism yet\n");
+      return 0;
+    }
     print_prediction(predict(config, sizes, static_cast<int>(rank), options, shape), static_cast<int>(rank));
   }
   return 0;

@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <iostream>
 
+#include "parallel/pipeline_stage.h"
 #include "parallel/tensor_parallel.h"
 #include "tools/flight_dump.h"
 #include "util/check.h"
@@ -11,6 +12,13 @@ namespace meshtrain::tools {
 
 std::vector<FlagSpec> parallel_flag_specs() {
   return {
+      {"pp_size", "pipeline stages, the outermost mesh dim: the decoder layers split into pp_size contiguous "
+                  "stages (default 1)"},
+      {"pipeline_parallel_schedule", "pipeline schedule: GPipe | 1F1B (default 1F1B); its micro-batches are the "
+                                     "gradient_accumulation_steps, at least pp_size of them"},
+      {"pp_layers_per_stage", "decoder layers per pipeline stage: N, or N1,N2,... one per stage (default: an even "
+                              "split)"},
+      {"pp_virtual_stages", "pipeline stages per rank, for interleaved schedules (default 1)"},
       {"dp_replicate_size", "data-parallel replicas: DDP, or HSDP with dp_shard (default 1)"},
       {"dp_shard_size", "FSDP shards; -1 takes what the other sizes leave (default 1)"},
       {"tp_size", "tensor-parallel size (default 1)"},
@@ -41,6 +49,7 @@ std::vector<FlagSpec> parallel_flag_specs() {
 
 dist::MeshSizes mesh_sizes_from(const Flags& flags) {
   dist::MeshSizes s;
+  s.pp = flags.get_int("pp_size", 1);
   s.dp_replicate = flags.get_int("dp_replicate_size", 1);
   s.dp_shard = flags.get_int("dp_shard_size", 1);
   s.tp = flags.get_int("tp_size", 1);
@@ -80,6 +89,17 @@ parallel::ParallelOptions parallel_options_from(const Flags& flags) {
   if (o.ac_every < 1) throw UsageError(str_cat("--ac_every must be at least 1, got ", o.ac_every));
   if (flags.has("ac_every") && o.ac_mode != parallel::AcMode::Selective)
     throw UsageError("--ac_every applies to --ac_mode selective");
+  const int64_t pp = flags.get_int("pp_size", 1);
+  o.pp.schedule = parallel::parse_pipeline_schedule(flags.get("pipeline_parallel_schedule", "1F1B"));
+  const int64_t virtual_stages = flags.get_int("pp_virtual_stages", 1);
+  if (virtual_stages != 1)
+    throw UsageError(str_cat("--pp_virtual_stages ", virtual_stages, ": the ",
+                             parallel::pipeline_schedule_name(o.pp.schedule),
+                             " schedule has one stage per rank and no virtual stages"));
+  if (flags.has("pp_layers_per_stage")) {
+    if (pp == 1) throw UsageError("--pp_layers_per_stage needs pp_size > 1");
+    o.pp.layers_per_stage = parallel::parse_layers_per_stage(flags.get("pp_layers_per_stage", ""), pp);
+  }
   return o;
 }
 

@@ -3,6 +3,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <algorithm>
+#include <cstring>
 #include <cstdio>
 #include <map>
 #include <regex>
@@ -186,6 +187,7 @@ fs::path save_training_checkpoint(const fs::path& output_dir, parallel::Parallel
                         {"mesh", {{"dp_replicate", s.dp_replicate}, {"dp_shard", s.dp_shard}, {"cp", s.cp},
                                   {"sp", s.sp}, {"tp", s.tp}}},
                         {"args", state.args}};
+    if (s.pp > 1) j["mesh"]["pp"] = s.pp;
     util::write_file_atomic(tmp_dir / "trainer_state.json", j.dump(2) + "\n");
     util::write_file_atomic(tmp_dir / "config.json", model.model().config().to_json().dump(2) + "\n");
   }
@@ -281,7 +283,100 @@ TrainerState load_training_checkpoint(const fs::path& dir, parallel::ParallelMod
   }
 }
 
+namespace {
+
+// The HF tensors this pipeline stage writes: its own, without the tied embedding's copy that
+// the last stage holds (the first writes it).
+std::vector<models::HfTensor> stage_hf_tensors(parallel::ParallelModel& model) {
+  auto& m = model.model();
+  const auto& mesh = model.mesh();
+  std::vector<models::HfTensor> out;
+  for (auto& t : models::hf_tensors(m)) {
+    const auto& place = m.placement(t.param);
+    if (place.is(MeshDim::PpEnds, nn::Placement::Kind::Replicate) && mesh.group(MeshDim::PpEnds).rank() != 0) continue;
+    out.push_back(t);
+  }
+  return out;
+}
+
+// A JSON text over the pp group, as its length and then its bytes.
+void send_text(dist::Group& g, const std::string& text, int dst) {
+  auto n = at::tensor({static_cast<int64_t>(text.size())}, at::kLong);
+  dist::send(g, n, dst);
+  auto bytes = at::empty({static_cast<int64_t>(text.size())}, at::kByte);
+  std::memcpy(bytes.data_ptr(), text.data(), text.size());
+  dist::send(g, bytes, dst);
+}
+
+std::string recv_text(dist::Group& g, int src) {
+  auto n = at::empty({1}, at::kLong);
+  dist::recv(g, n, src);
+  auto bytes = at::empty({n.item<int64_t>()}, at::kByte);
+  dist::recv(g, bytes, src);
+  return std::string(static_cast<const char*>(bytes.data_ptr()), static_cast<size_t>(bytes.numel()));
+}
+
+// Under pipeline parallelism rank 0 writes every stage's tensors, in stage order (the serial
+// model's order). Each stage gathers its tensors over its own shard dims as usual; the member of
+// rank 0's pp group on stage s sends them on to rank 0, after the list of their names and shapes.
+void export_pipelined(parallel::ParallelModel& model, const fs::path& dir, uint64_t max_shard_bytes) {
+  auto& m = model.model();
+  const auto& mesh = model.mesh();
+  auto& pp = mesh.group(MeshDim::Pp);
+  const bool on_rank0_pp_group = pp.ranks().front() == 0;
+  std::map<std::string, at::Tensor> params;
+  for (auto& [name, p] : m.named_params()) params[name] = p;
+  const auto mine = stage_hf_tensors(model);
+  std::string gathered_name;
+  at::Tensor gathered;
+  auto local = [&](const models::HfTensor& t) {
+    if (t.param != gathered_name) {
+      gathered = gather_full(mesh, params.at(t.param).detach(), m.placement(t.param));
+      gathered_name = t.param;
+    }
+    return t.slice_of(gathered);
+  };
+  if (pp.rank() != 0) {
+    if (on_rank0_pp_group) {
+      nlohmann::json specs = nlohmann::json::array();
+      for (auto& t : mine) specs.push_back({t.name, static_cast<int>(params.at(t.param).scalar_type()), t.shape});
+      send_text(pp, specs.dump(), 0);
+    }
+    for (auto& t : mine) {
+      auto full = local(t).contiguous();
+      if (on_rank0_pp_group) dist::send(pp, full, 0);
+    }
+  } else if (mesh.rank() != 0) {
+    for (auto& t : mine) local(t);  // stage 0's gathers, in rank 0's order
+  } else {
+    std::vector<io::TensorSpec> specs;
+    std::vector<int> stage_of;
+    for (auto& t : mine) {
+      specs.push_back({t.name, params.at(t.param).scalar_type(), t.shape});
+      stage_of.push_back(0);
+    }
+    for (int s = 1; s < pp.size(); ++s)
+      for (auto& entry : nlohmann::json::parse(recv_text(pp, s))) {
+        specs.push_back({entry[0].get<std::string>(), static_cast<at::ScalarType>(entry[1].get<int>()),
+                         entry[2].get<std::vector<int64_t>>()});
+        stage_of.push_back(s);
+      }
+    auto source = [&](size_t i) {
+      if (stage_of[i] == 0) return local(mine[i]);
+      auto t = at::empty(specs[i].shape, at::TensorOptions().dtype(specs[i].dtype));
+      dist::recv(pp, t, stage_of[i]);
+      return t;
+    };
+    io::save_checkpoint_tensors(dir, specs, source, max_shard_bytes);
+    util::write_file_atomic(dir / "config.json", m.config().to_json().dump(2) + "\n");
+  }
+  dist::barrier(mesh.group(MeshDim::World));
+}
+
+}  // namespace
+
 void export_hf_checkpoint(parallel::ParallelModel& model, const fs::path& dir, uint64_t max_shard_bytes) {
+  if (model.mesh().size(MeshDim::Pp) > 1) return export_pipelined(model, dir, max_shard_bytes);
   auto& m = model.model();
   const auto& mesh = model.mesh();
   std::map<std::string, at::Tensor> params;

@@ -4,6 +4,7 @@ namespace meshtrain {
 
 const char* name_of(MeshDim dim) {
   switch (dim) {
+    case MeshDim::Pp: return "pp";
     case MeshDim::DpReplicate: return "dp_replicate";
     case MeshDim::DpShard: return "dp_shard";
     case MeshDim::Cp: return "cp";
@@ -18,6 +19,7 @@ const char* name_of(MeshDim dim) {
     case MeshDim::Ep: return "ep";
     case MeshDim::Etp: return "etp";
     case MeshDim::EpReplicate: return "ep_replicate";
+    case MeshDim::PpEnds: return "pp_ends";
   }
   return "?";
 }

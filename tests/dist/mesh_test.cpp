@@ -83,6 +83,36 @@ TEST(DeviceMesh, SizesMustMultiplyToTheWorld) {
   }
 }
 
+TEST(DeviceMesh, PpIsTheOutermostDimAndPpEndsPairsTheFirstAndLastStage) {
+  auto s = sizes(1, 2, 1, 1, 2);  // 3 stages of 4 ranks: rank = pp * 4 + dp_shard * 2 + tp
+  s.pp = 3;
+  dist::DeviceMesh first(s, 1), middle(s, 6), last(s, 11);
+  EXPECT_EQ(first.coordinate(MeshDim::Pp), 0);
+  EXPECT_EQ(middle.coordinate(MeshDim::Pp), 1);
+  EXPECT_EQ(last.coordinate(MeshDim::Pp), 2);
+  EXPECT_EQ(middle.group_ranks(MeshDim::Pp), (std::vector<int>{2, 6, 10}));
+  EXPECT_EQ(middle.group_ranks(MeshDim::DpShard), (std::vector<int>{4, 6}));  // within the stage
+  EXPECT_EQ(middle.group_ranks(MeshDim::Dp), (std::vector<int>{4, 6}));
+  EXPECT_EQ(middle.group_ranks(MeshDim::World).size(), 12u);
+  EXPECT_EQ(first.group_ranks(MeshDim::PpEnds), (std::vector<int>{1, 9}));
+  EXPECT_EQ(last.group_ranks(MeshDim::PpEnds), (std::vector<int>{3, 11}));
+  EXPECT_EQ(middle.group_ranks(MeshDim::PpEnds), (std::vector<int>{6}));
+  EXPECT_EQ(middle.size(MeshDim::PpEnds), 1);
+  EXPECT_EQ(dist::resolve_mesh_sizes(s, 12).pp, 3);
+  s.dp_shard = -1;
+  EXPECT_EQ(dist::resolve_mesh_sizes(s, 12).dp_shard, 2);
+  EXPECT_THAT([&] { dist::resolve_mesh_sizes(s, 8); },
+              ThrowsMessage<UsageError>(StrEq("dp_shard_size -1: world size 8 is not divisible by pp_size 3 x "
+                                              "dp_replicate_size 1 x cp_size 1 x sp_size 1 x tp_size 2 = 6")));
+  s.dp_shard = 2;
+  EXPECT_THAT([&] { dist::resolve_mesh_sizes(s, 8); },
+              ThrowsMessage<UsageError>(StrEq("pp_size 3 x dp_replicate_size 1 x dp_shard_size 2 x cp_size 1 x "
+                                              "sp_size 1 x tp_size 2 = 12 does not match the world size 8")));
+  s.pp = 0;
+  EXPECT_THAT([&] { dist::resolve_mesh_sizes(s, 8); },
+              ThrowsMessage<UsageError>(StrEq("pp_size must be at least 1, but got 0")));
+}
+
 namespace {
 
 // Clears every launcher variable for one test and restores the environment after it.

@@ -77,4 +77,7 @@ TEST(Bf16, LayoutsWithin1e2OfOneRank) {
   expect_curves_close(train_bf16("tp2sp", sizes(1, 1, 1, 1, 2), sp), one_rank_bf16(), 1e-2, 0.1);
   expect_curves_close(train_bf16("cp2", sizes(1, 1, 2)), one_rank_bf16(), 1e-2, 0.1);
   expect_curves_close(train_bf16("sp2", sizes(1, 1, 1, 2)), one_rank_bf16(), 1e-2, 0.1);
+  auto pp2 = sizes(1, 1);
+  pp2.pp = 2;
+  expect_curves_close(train_bf16("pp2", pp2), one_rank_bf16(), 1e-2, 0.1);
 }

@@ -1,7 +1,8 @@
 // Packed documents under every kind of sequence sharding: llama-tiny trains on documents of 1
 // to 90 tokens (some longer than the 64-token window, so split) packed with document-causal
 // attention, on one rank and under cp 2, Ulysses sp 2, cp 2 × sp 2, tp 2 with sequence
-// parallelism and FSDP 2; every step's loss and gradient norm within 1e-5 relative of one rank.
+// parallelism, FSDP 2 and pp 2 × cp 2; every step's loss and gradient norm within 1e-5 relative
+// of one rank.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -69,3 +70,8 @@ TEST(PackingParity, TensorParallel2WithSequenceParallel) {
   expect_parity(train_packed("tp2sp", sizes(1, 1, 1, 1, 2), tp_with_sequence_parallel()));
 }
 TEST(PackingParity, Fsdp2) { expect_parity(train_packed("fsdp2", sizes(1, 2))); }
+TEST(PackingParity, Pipeline2TimesContextParallel2) {
+  auto s = sizes(1, 1, 2);
+  s.pp = 2;
+  expect_parity(train_packed("pp2cp2", s));
+}

@@ -244,3 +244,50 @@ TEST(DistributedCli, ARankThatDiesMidRunEndsTheOthersWithinTheTimeout) {
   fs::remove_all(out0);
   fs::remove_all(out1);
 }
+
+// Pipeline parallelism from the command line: two stages of llama-tiny's two layers reproduce the
+// single-rank run (losses and the saved model byte for byte) and count their point-to-point
+// bytes; `plan` shows the stages; each bad input is one clear line with exit code 2.
+TEST(DistributedCli, TwoPipelineStagesReproduceOneRankAndBadPipelineInputIsRejected) {
+  auto single = temp_dir("pp_single"), pp = temp_dir("pp2"), bad = temp_dir("pp_bad");
+  const std::string accum = " --gradient_accumulation_steps 2";
+  auto r0 = run_command(kBin + train_args(single, 2) + accum);
+  ASSERT_EQ(r0.exit_code, 0) << r0.err;
+  auto r1 = run_command(kBin + " launch -n 2 --" + train_args(pp, 2) + accum + " --pp_size 2");
+  ASSERT_EQ(r1.exit_code, 0) << r1.err;
+  expect_same_losses(pp, single);
+  EXPECT_TRUE(slurp(pp / "model.safetensors") == slurp(single / "model.safetensors"));
+  // Stage 0 sends 2 micro-batches of [2, 32, 64] fp32 activations, and the loss and grad-norm sums.
+  EXPECT_EQ(metrics_of(pp)[0]["bytes_sent_per_step"]["pp"].get<double>(), 2 * 2 * 32 * 64 * 4 + 8 + 8);
+
+  auto plan = run_command(kBin + " plan --world 4 --pp_size 2 --dp_shard_size 2 --config_name " + kSource +
+                          "/configs/llama-tiny");
+  ASSERT_EQ(plan.exit_code, 0) << plan.err;
+  for (auto line : {"mesh pp=2 dp_replicate=1 dp_shard=2", "rank 2: pp=1 dp_replicate=0 dp_shard=0",
+                    "stage 0 (ranks 0-1): layers 0-0 + embed_tokens", "stage 1 (ranks 2-3): layers 1-1 + norm, lm_head"})
+    EXPECT_NE(plan.out.find(line), std::string::npos) << line << " not in\n" << plan.out;
+
+  auto expect_error = [&](const std::string& command, const std::string& phrase) {
+    auto r = run_command(kBin + command);
+    EXPECT_EQ(r.exit_code, 2) << command << "\n" << r.err;
+    EXPECT_NE(r.err.find(phrase), std::string::npos) << command << "\n" << r.err;
+  };
+  expect_error(" launch -n 2 --" + train_args(bad, 2) + " --pp_size 2",
+               "pipeline parallelism with pp_size 2 needs at least 2 micro-batches per step, but "
+               "--gradient_accumulation_steps is 1");
+  expect_error(train_args(bad, 2) + " --pipeline_parallel_schedule Foo",
+               "unknown --pipeline_parallel_schedule 'Foo': the schedules are GPipe, 1F1B");
+  expect_error(train_args(bad, 2) + " --pipeline_parallel_schedule ZBVZeroBubble",
+               "--pipeline_parallel_schedule ZBVZeroBubble is not implemented yet");
+  expect_error(train_args(bad, 2) + " --pipeline_parallel_schedule GPipe --pp_virtual_stages 2",
+               "--pp_virtual_stages 2: the GPipe schedule has one stage per rank and no virtual stages");
+  const std::string tiny = " --config_name " + kSource + "/configs/llama-tiny";
+  expect_error(" plan --world 4 --pp_size 4" + tiny, "pp_size 4 asks for more pipeline stages than the model's 2 "
+               "decoder layers");
+  expect_error(" plan --world 2 --pp_size 2 --pp_layers_per_stage 2,1" + tiny,
+               "--pp_layers_per_stage gives 2 stage(s) of 3 layers in all");
+  expect_error(" plan --world 2 --pp_size 2 --config_name " + kSource + "/configs/mixtral-tiny",
+               "pipeline parallelism (pp_size 2) does not support MoE models yet");
+  EXPECT_FALSE(fs::exists(bad / "model.safetensors"));
+  for (auto& d : {single, pp, bad}) fs::remove_all(d);
+}

@@ -1,0 +1,88 @@
+#include "parallel/pipeline_runner.h"
+
+#include "dist/collectives.h"
+#include "dist/device_mesh.h"
+#include "nn/causal_lm_loss.h"
+#include "parallel/parallelize.h"
+#include "parallel/pipeline_schedule.h"
+#include "parallel/pipeline_stage.h"
+
+namespace meshtrain::parallel {
+
+namespace {
+
+// What one micro-batch leaves on this stage between its forward and its backward.
+struct InFlight {
+  at::Tensor input;   // the activation received (a leaf whose gradient goes back), or undefined
+  at::Tensor output;  // hidden states sent on, or on the last stage the scaled loss
+};
+
+}  // namespace
+
+StepLoss pipeline_step_loss(ParallelModel& model, const std::vector<MicroBatch>& micro_batches, Pass pass) {
+  using Kind = PipelineAction::Kind;
+  const auto& mesh = model.mesh();
+  // Every stage reads the same micro-batches: the count is the same global one everywhere.
+  int64_t local_targets = 0;
+  for (auto& mb : micro_batches) local_targets += nn::count_targets(mb.targets);
+  auto targets = at::tensor(local_targets, at::kLong);
+  dist::all_reduce_(mesh.group(MeshDim::Dp), targets);
+  StepLoss step;
+  step.targets = targets.item<int64_t>();
+  const double denominator = static_cast<double>(std::max<int64_t>(step.targets, 1));
+
+  const bool backward = pass == Pass::ForwardBackward;
+  const auto count = static_cast<int64_t>(micro_batches.size());
+  const int64_t stages = mesh.size(MeshDim::Pp);
+  if (backward) check_pipeline_micro_batches(stages, count);
+  const auto actions = backward ? pipeline_actions(model.pipeline().schedule, mesh.coordinate(MeshDim::Pp), stages, count)
+                                : forward_actions(count);
+  StageLink link(mesh.group(MeshDim::Pp));
+  const auto options = at::TensorOptions().dtype(at::kFloat);
+  auto post = [&](const PipelineAction& a) {
+    const auto shape = model.stage_activation_shape(micro_batches[a.micro_batch].input_ids);
+    if (a.kind == Kind::Forward) link.post_activation(a.micro_batch, shape, options);
+    else link.post_gradient(a.micro_batch, shape, options);
+  };
+  std::vector<InFlight> flight(micro_batches.size());
+  for (size_t k = 0; k < actions.size(); ++k) {
+    const auto& a = actions[k];
+    post(a);
+    if (k + 1 < actions.size()) post(actions[k + 1]);  // its transfer overlaps this action
+    const int64_t m = a.micro_batch;
+    auto& f = flight[m];
+    if (a.kind == Kind::Forward) {
+      if (!link.first()) {
+        f.input = link.take_activation(m);
+        if (backward) f.input.requires_grad_(true);
+      }
+      auto out = model.stage_forward(micro_batches[m].input_ids, f.input, micro_batches[m].position_ids);
+      if (link.last()) {
+        auto sum = model.logits_loss_sum(out, micro_batches[m].targets);
+        step.loss_sum += sum.item<double>();
+        if (backward) f.output = sum / denominator;
+      } else {
+        link.send_activation(m, out);
+        if (backward) f.output = out;
+      }
+      if (!backward) f = InFlight{};
+      continue;
+    }
+    model.prepare_backward(m + 1 == count);  // backwards run in micro-batch order
+    if (link.last()) f.output.backward();
+    else f.output.backward(link.take_gradient(m));
+    if (!link.first()) link.send_gradient(m, f.input.grad());
+    f = InFlight{};
+  }
+  link.finish();
+  if (backward) model.finish_backward();
+  // The loss lives on the last stage's ranks: summed over those holding different tokens, then
+  // over the stages (the others add zero).
+  auto loss = at::tensor({step.loss_sum}, at::kDouble);
+  dist::all_reduce_(mesh.group(MeshDim::DpCpSp), loss);
+  dist::all_reduce_(mesh.group(MeshDim::Pp), loss);
+  step.loss_sum = loss.item<double>();
+  return step;
+}
+
+}  // namespace meshtrain::parallel
