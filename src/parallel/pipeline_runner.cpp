@@ -22,13 +22,8 @@ struct InFlight {
 StepLoss pipeline_step_loss(ParallelModel& model, const std::vector<MicroBatch>& micro_batches, Pass pass) {
   using Kind = PipelineAction::Kind;
   const auto& mesh = model.mesh();
-  // Every stage reads the same micro-batches: the count is the same global one everywhere.
-  int64_t local_targets = 0;
-  for (auto& mb : micro_batches) local_targets += nn::count_targets(mb.targets);
-  auto targets = at::tensor(local_targets, at::kLong);
-  dist::all_reduce_(mesh.group(MeshDim::Dp), targets);
   StepLoss step;
-  step.targets = targets.item<int64_t>();
+  step.targets = global_target_count(mesh, micro_batches);
   const double denominator = static_cast<double>(std::max<int64_t>(step.targets, 1));
 
   const bool backward = pass == Pass::ForwardBackward;

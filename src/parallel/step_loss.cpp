@@ -62,6 +62,16 @@ void reduce_over_token_ranks(ParallelModel& model, StepLoss& step) {
 
 }  // namespace
 
+int64_t global_target_count(const dist::DeviceMesh& mesh, const std::vector<MicroBatch>& micro_batches) {
+  // Every cp / sp rank of a row (and every pipeline stage) counts its targets whole: the count
+  // is summed over dp only.
+  int64_t local_targets = 0;
+  for (auto& mb : micro_batches) local_targets += nn::count_targets(mb.targets);
+  auto targets = at::tensor(local_targets, at::kLong);
+  dist::all_reduce_(mesh.group(MeshDim::Dp), targets);
+  return targets.item<int64_t>();
+}
+
 void MoeStepStats::add(const MoeStepStats& o) {
   aux_loss_sum += o.aux_loss_sum;
   micro_batches += o.micro_batches;
@@ -73,13 +83,8 @@ void MoeStepStats::add(const MoeStepStats& o) {
 StepLoss step_loss(ParallelModel& model, const std::vector<MicroBatch>& micro_batches, Pass pass) {
   const auto& mesh = model.mesh();
   if (mesh.size(MeshDim::Pp) > 1) return pipeline_step_loss(model, micro_batches, pass);
-  // Every cp / sp rank of a row counts its targets whole: the count is summed over dp only.
-  int64_t local_targets = 0;
-  for (auto& mb : micro_batches) local_targets += nn::count_targets(mb.targets);
-  auto targets = at::tensor(local_targets, at::kLong);
-  dist::all_reduce_(mesh.group(MeshDim::Dp), targets);
   StepLoss step;
-  step.targets = targets.item<int64_t>();
+  step.targets = global_target_count(mesh, micro_batches);
   const double denominator = static_cast<double>(std::max<int64_t>(step.targets, 1));
   const auto& moe = model.model().config().moe;
   const double aux_scale = moe && moe->output_router_logits

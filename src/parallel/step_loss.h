@@ -8,6 +8,10 @@
 #include <optional>
 #include <vector>
 
+namespace meshtrain::dist {
+class DeviceMesh;
+}  // namespace meshtrain::dist
+
 namespace meshtrain::parallel {
 
 class ParallelModel;
@@ -36,6 +40,9 @@ struct StepLoss {
 };
 
 enum class Pass { Forward, ForwardBackward };
+
+// The global step's target count: this rank's micro-batches' targets summed over dp. Collective.
+int64_t global_target_count(const dist::DeviceMesh& mesh, const std::vector<MicroBatch>& micro_batches);
 
 // Runs this rank's micro-batches of one global step. With backward, each micro-batch's loss sum
 // is divided by the global target count, so the accumulated gradients are those of the
