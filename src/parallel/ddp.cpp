@@ -22,8 +22,8 @@ struct GradReadyHook : torch::autograd::PostAccumulateGradHook {
 }  // namespace
 
 DdpReducer::DdpReducer(const std::vector<std::pair<std::string, at::Tensor>>& named_params, dist::Group& group,
-                       double bucket_cap_mb)
-    : group_(group) {
+                       double bucket_cap_mb, at::ScalarType reduce_dtype)
+    : group_(group), reduce_dtype_(reduce_dtype) {
   MT_CHECK(bucket_cap_mb > 0, "--ddp_bucket_cap_mb must be positive, got ", bucket_cap_mb);
   const auto cap = static_cast<int64_t>(bucket_cap_mb * 1024 * 1024);
   for (auto& [name, p] : named_params) params_.push_back(p);
@@ -68,7 +68,7 @@ void DdpReducer::launch(Bucket& b) {
     auto& g = params_[k].grad();
     flat.push_back(g.defined() ? g.reshape({-1}) : at::zeros({params_[k].numel()}, params_[k].options()));
   }
-  b.buffer = at::cat(flat);
+  b.buffer = at::cat(flat).to(reduce_dtype_);
   b.work = dist::all_reduce_async(group_, b.buffer);
   b.launched = true;
 }
@@ -88,7 +88,7 @@ void DdpReducer::finish() {
       auto& p = params_[k];
       auto slice = b.buffer.narrow(0, offset, p.numel()).view(p.sizes());
       if (p.grad().defined()) p.mutable_grad().copy_(slice);
-      else p.mutable_grad() = slice.clone();
+      else p.mutable_grad() = at::empty_like(p).copy_(slice);
       offset += p.numel();
     }
   }

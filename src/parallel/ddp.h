@@ -15,8 +15,9 @@ namespace meshtrain::parallel {
 
 class DdpReducer {
  public:
+  // Gradients are summed in reduce_dtype (fp32 or bf16) and land in the fp32 .grad.
   DdpReducer(const std::vector<std::pair<std::string, at::Tensor>>& named_params, dist::Group& group,
-             double bucket_cap_mb);
+             double bucket_cap_mb, at::ScalarType reduce_dtype = at::kFloat);
   ~DdpReducer();
   DdpReducer(const DdpReducer&) = delete;
   DdpReducer& operator=(const DdpReducer&) = delete;
@@ -46,6 +47,7 @@ class DdpReducer {
   std::vector<size_t> bucket_of_;
   std::vector<Bucket> buckets_;
   dist::Group& group_;
+  at::ScalarType reduce_dtype_;
   bool syncing_ = false;
   double exposed_wait_s_ = 0.0;
 };

@@ -31,10 +31,11 @@ struct GatherUnit : torch::autograd::Function<GatherUnit> {
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto* fsdp = reinterpret_cast<Fsdp*>(ctx->saved_data["fsdp"].toInt());
     auto* unit = reinterpret_cast<Fsdp::Unit*>(ctx->saved_data["unit"].toInt());
-    auto mine = dist::reduce_scatter_uneven(fsdp->shard_group(), fsdp->flatten_grads(*unit, grads), 0, unit->flat_sizes);
+    auto full = fsdp->flatten_grads(*unit, grads).to(fsdp->reduce_dtype());
+    auto mine = dist::reduce_scatter_uneven(fsdp->shard_group(), full, 0, unit->flat_sizes);
     dist::all_reduce_(fsdp->replicate_group(), mine);
     for (auto& p : unit->params) p.full = at::Tensor();
-    return {mine, at::Tensor(), at::Tensor(), at::Tensor()};
+    return {mine.to(at::kFloat), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -69,11 +70,13 @@ int64_t param_base(const Fsdp::Unit& u, size_t k, size_t q) {
 }  // namespace
 
 Fsdp::Fsdp(models::LlamaForCausalLM& model, dist::Group& shard_group, dist::Group& replicate_group,
-           bool reshard_after_forward)
+           bool reshard_after_forward, at::ScalarType param_dtype, at::ScalarType reduce_dtype)
     : model_(model),
       shard_group_(shard_group),
       replicate_group_(replicate_group),
-      reshard_after_forward_(reshard_after_forward) {
+      reshard_after_forward_(reshard_after_forward),
+      param_dtype_(param_dtype),
+      reduce_dtype_(reduce_dtype) {
   MT_CHECK(model.named_params().front().second.is_cpu(),
            "FSDP's freeing of gathered weights is implemented for CPU tensors only");
   const int64_t n = shard_group_.size();
@@ -134,7 +137,7 @@ at::Tensor Fsdp::flatten_grads(const Unit& u, const std::vector<at::Tensor>& gra
     for (size_t q = 0; q < u.params.size(); ++q) {
       const auto& p = u.params[q];
       const int64_t start = std::accumulate(p.rows.begin(), p.rows.begin() + static_cast<int64_t>(k), int64_t{0});
-      if (grads[q].defined()) parts.push_back(grads[q].narrow(0, start, p.rows[k]).reshape({-1}));
+      if (grads[q].defined()) parts.push_back(grads[q].narrow(0, start, p.rows[k]).reshape({-1}).to(at::kFloat));
       else parts.push_back(at::zeros({p.rows[k] * p.row_numel}, p.shard.options()));
     }
   return at::cat(parts);
@@ -149,7 +152,7 @@ at::Tensor Fsdp::local_flat(const Unit& unit) const {
 void Fsdp::prefetch(Unit& unit) {
   if (unit.pending || unit.params.empty()) return;  // empty: a layer of another pipeline stage
   at::NoGradGuard no_grad;
-  unit.pending = dist::all_gather_1d_async(shard_group_, local_flat(unit), unit.flat_sizes);
+  unit.pending = dist::all_gather_1d_async(shard_group_, local_flat(unit).to(param_dtype_), unit.flat_sizes);
 }
 
 at::Tensor Fsdp::take_gathered(Unit& unit) {

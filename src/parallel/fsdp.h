@@ -15,8 +15,10 @@ class Fsdp {
  public:
   // Shards every parameter held alike by all token-holding ranks (dp_cp_sp replicated) over
   // shard_group (dp_shard × cp); gradients are all-reduced over replicate_group (dp_replicate × sp).
+  // As torch's MixedPrecisionPolicy: weights are gathered (and computed with) in param_dtype,
+  // gradients summed in reduce_dtype; the shards and their gradients stay fp32.
   Fsdp(models::LlamaForCausalLM& model, dist::Group& shard_group, dist::Group& replicate_group,
-       bool reshard_after_forward);
+       bool reshard_after_forward, at::ScalarType param_dtype = at::kFloat, at::ScalarType reduce_dtype = at::kFloat);
   ~Fsdp();
 
   struct Param {
@@ -47,6 +49,7 @@ class Fsdp {
   // [root, layer 0, layer 1, ...], for the planner.
   const std::vector<Unit>& units() const { return units_; }
   bool reshard_after_forward() const { return reshard_after_forward_; }
+  at::ScalarType reduce_dtype() const { return reduce_dtype_; }
 
  private:
   void gather(Unit& unit);
@@ -61,6 +64,7 @@ class Fsdp {
   dist::Group& shard_group_;
   dist::Group& replicate_group_;
   bool reshard_after_forward_;
+  at::ScalarType param_dtype_, reduce_dtype_;
   std::shared_ptr<nn::LayerRunner> runner_;
 };
 

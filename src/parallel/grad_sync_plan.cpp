@@ -39,7 +39,8 @@ const char* name_of(SyncMechanism mechanism) {
   return "?";
 }
 
-GradSyncPlan::GradSyncPlan(const models::LlamaForCausalLM& model, const dist::DeviceMesh& mesh) {
+GradSyncPlan::GradSyncPlan(const models::LlamaForCausalLM& model, const dist::DeviceMesh& mesh,
+                           at::ScalarType reduce_dtype) {
   using enum MeshDim;
   for (auto& [name, param] : model.named_params()) {
     const auto& place = model.placement(name);
@@ -64,7 +65,7 @@ GradSyncPlan::GradSyncPlan(const models::LlamaForCausalLM& model, const dist::De
         how = fsdp && dim == DpReplicateSp ? SyncMechanism::FsdpAllReduce
               : dim == DpCpSp              ? SyncMechanism::DdpBuckets
                                            : SyncMechanism::AllReduce;
-      if (how) syncs_.push_back({name, dim, *how, at::kFloat, param.numel()});
+      if (how) syncs_.push_back({name, dim, *how, reduce_dtype, param.numel()});
     }
   }
 }

@@ -31,7 +31,9 @@ class GradSyncPlan {
  public:
   // Checks that each record spans the mesh once (the sizes of its dims multiply to the world
   // size), else an error naming the parameter; dims of size 1 need no sync and are left out.
-  GradSyncPlan(const models::LlamaForCausalLM& model, const dist::DeviceMesh& mesh);
+  // Every sync reduces in reduce_dtype (--reduce_dtype).
+  GradSyncPlan(const models::LlamaForCausalLM& model, const dist::DeviceMesh& mesh,
+               at::ScalarType reduce_dtype = at::kFloat);
 
   const std::vector<GradSync>& syncs() const { return syncs_; }
   // The parameters synchronised by one mechanism, in model order (each once).

@@ -27,4 +27,10 @@ AcMode parse_ac_mode(const std::string& name) {
   throw UsageError("--ac_mode must be none, full or selective, got '" + name + "'");
 }
 
+at::ScalarType parse_reduce_dtype(const std::string& name) {
+  if (name == "fp32") return at::kFloat;
+  if (name == "bf16") return at::kBFloat16;
+  throw UsageError("--reduce_dtype must be fp32 or bf16, got '" + name + "'");
+}
+
 }  // namespace meshtrain::parallel

@@ -1,6 +1,8 @@
 // What a user chooses about a layout besides the mesh sizes: the options of every parallel unit,
 // parsed once from their flag names into enums.
 #pragma once
+#include <c10/core/ScalarType.h>
+
 #include <optional>
 #include <string>
 #include <vector>
@@ -31,6 +33,10 @@ enum class AcMode { None, Full, Selective };
 // "none" | "full" | "selective"; anything else is a UsageError listing them.
 AcMode parse_ac_mode(const std::string& name);
 
+// The dtype gradients are summed in over ranks (FSDP's reduce-scatter, DDP's buckets, the sums
+// after backward): "fp32" | "bf16"; anything else is a UsageError listing them.
+at::ScalarType parse_reduce_dtype(const std::string& name);
+
 // Pipeline parallelism over the pp dim: the schedule and how the layers split into stages.
 struct PipelineOptions {
   PipelineSchedule schedule = PipelineSchedule::OneFOneB;
@@ -49,6 +55,7 @@ struct ParallelOptions {
   AcMode ac_mode = AcMode::None;
   int64_t ac_every = 2;  // selective: checkpoint layers 0, k, 2k, ...
   bool bf16 = false;     // mixed precision (parallel/mixed_precision.h); fp32 otherwise
+  at::ScalarType reduce_dtype = at::kFloat;
   PipelineOptions pp;
 };
 

@@ -60,14 +60,15 @@ Parallelized parallelize(models::LlamaForCausalLM& model, const dist::DeviceMesh
   //    gathered weights for the step (torchtitan's default under pp too).
   if (s.dp_shard > 1)
     p.fsdp = std::make_unique<Fsdp>(model, mesh.group(DpShardCp), mesh.group(DpReplicateSp),
-                                    o.reshard_after_forward && s.pp == 1);
+                                    o.reshard_after_forward && s.pp == 1, o.bf16 ? at::kBFloat16 : at::kFloat,
+                                    o.reduce_dtype);
   // 6. The records are final: the gradient-sync plan, and DDP's buckets for what it assigns them.
-  p.sync = std::make_unique<GradSyncPlan>(model, mesh);
+  p.sync = std::make_unique<GradSyncPlan>(model, mesh, o.reduce_dtype);
   std::map<std::string, at::Tensor> params;
   for (auto& [name, param] : model.named_params()) params[name] = param;
   std::vector<std::pair<std::string, at::Tensor>> bucketed;
   for (auto& name : p.sync->params(SyncMechanism::DdpBuckets)) bucketed.emplace_back(name, params.at(name));
-  if (!bucketed.empty()) p.ddp = std::make_unique<DdpReducer>(bucketed, mesh.group(DpCpSp), o.ddp_bucket_cap_mb);
+  if (!bucketed.empty()) p.ddp = std::make_unique<DdpReducer>(bucketed, mesh.group(DpCpSp), o.ddp_bucket_cap_mb, o.reduce_dtype);
   return p;
 }
 
@@ -77,6 +78,7 @@ ParallelModel::ParallelModel(std::shared_ptr<models::LlamaForCausalLM> model,
       mesh_(std::move(mesh)),
       sequence_parallel_(options.sequence_parallel),
       bf16_(options.bf16),
+      reduce_dtype_(options.reduce_dtype),
       pipeline_(options.pp),
       parts_(parallelize(*model_, *mesh_, options)) {
   std::map<std::string, at::Tensor> params;
@@ -163,7 +165,7 @@ void ParallelModel::finish_backward() {
         flat.push_back(p.grad().reshape({-1}));
       }
     if (grads.empty() || group->size() == 1) continue;
-    auto sum = at::cat(flat);
+    auto sum = at::cat(flat).to(reduce_dtype_);
     dist::all_reduce_(*group, sum);
     int64_t offset = 0;
     for (auto& g : grads) {

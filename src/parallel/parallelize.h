@@ -91,6 +91,7 @@ class ParallelModel {
 
   bool sequence_parallel_ = false;
   bool bf16_ = false;
+  at::ScalarType reduce_dtype_ = at::kFloat;
   PipelineOptions pipeline_;
   Parallelized parts_;
   std::vector<std::pair<dist::Group*, std::vector<at::Tensor>>> after_backward_;  // the plan's all-reduces

@@ -38,7 +38,10 @@ std::vector<FlagSpec> parallel_flag_specs() {
                   "(default none)"},
       {"ac_every", "selective activation checkpointing: checkpoint layers 0, K, 2K, ... (default 2)"},
       {"bf16", "mixed precision as HF's --bf16: fp32 weights, gradients and optimizer state; matmuls and "
-               "attention in bf16 (torch.autocast's rules)", true},
+               "attention in bf16 (torch.autocast's rules); FSDP gathers weights in bf16", true},
+      {"reduce_dtype", "dtype gradients are summed in over ranks (FSDP, DDP, tp/ep sums): fp32 | bf16 "
+                       "(default fp32)"},
+      {"fp16", "not supported (fp16 training needs loss scaling): use --bf16", true},
       {"ddp_bucket_cap_mb", "DDP gradient bucket size in MiB (default 25)"},
       {"reshard_after_forward", "FSDP: free gathered layer weights after forward: true|false (default true)"},
       {"timeout", "seconds before a missing rank or a stalled collective ends the run "
@@ -85,6 +88,9 @@ parallel::ParallelOptions parallel_options_from(const Flags& flags) {
     o.ac_mode = parallel::AcMode::Full;
   }
   o.bf16 = boolean("bf16");
+  if (flags.has("fp16"))
+    throw UsageError("--fp16 is not supported: fp16 training needs loss scaling; use --bf16");
+  o.reduce_dtype = parallel::parse_reduce_dtype(flags.get("reduce_dtype", "fp32"));
   o.ac_every = flags.get_int("ac_every", o.ac_every);
   if (o.ac_every < 1) throw UsageError(str_cat("--ac_every must be at least 1, got ", o.ac_every));
   if (flags.has("ac_every") && o.ac_mode != parallel::AcMode::Selective)

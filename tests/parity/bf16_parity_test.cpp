@@ -3,10 +3,12 @@
 // relative of fp32 (HF's own bf16 tolerance) yet differs from it, every layout stays within 1e-2
 // of the single-rank bf16 curve, and activation checkpointing recomputes in bf16 too. Gradient
 // norms, summed from bf16 products, get 10% (a norm that miscounts ranks is off by 40% or more).
+// FSDP gathers weights in bf16, and --reduce_dtype bf16 halves the bytes of every gradient sum.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include "data/token_dataset.h"
+#include "nn/causal_lm_loss.h"
 #include "parallel/mixed_precision.h"
 #include "support/train_curve.h"
 
@@ -77,7 +79,57 @@ TEST(Bf16, LayoutsWithin1e2OfOneRank) {
   expect_curves_close(train_bf16("tp2sp", sizes(1, 1, 1, 1, 2), sp), one_rank_bf16(), 1e-2, 0.1);
   expect_curves_close(train_bf16("cp2", sizes(1, 1, 2)), one_rank_bf16(), 1e-2, 0.1);
   expect_curves_close(train_bf16("sp2", sizes(1, 1, 1, 2)), one_rank_bf16(), 1e-2, 0.1);
+  parallel::ParallelOptions bf16_sums;
+  bf16_sums.reduce_dtype = at::kBFloat16;
+  expect_curves_close(train_bf16("ddp2_reduce_bf16", sizes(2, 1), bf16_sums), one_rank_bf16(), 1e-2, 0.1);
+  expect_curves_close(train_bf16("fsdp2_reduce_bf16", sizes(1, 2), bf16_sums), one_rank_bf16(), 1e-2, 0.1);
   auto pp2 = sizes(1, 1);
   pp2.pp = 2;
   expect_curves_close(train_bf16("pp2", pp2), one_rank_bf16(), 1e-2, 0.1);
+}
+
+namespace {
+
+// Bytes rank 0 sends over `dim` for one forward and backward of llama-tiny under `mesh_sizes`,
+// with the gradients it ends with (all fp32).
+uint64_t step_bytes(const dist::MeshSizes& mesh_sizes, MeshDim dim, bool bf16, at::ScalarType reduce_dtype) {
+  parallel::ParallelOptions o;
+  o.bf16 = bf16;
+  o.reduce_dtype = reduce_dtype;
+  uint64_t bytes = 0;
+  run_ranks(mesh_sizes, [&](std::shared_ptr<dist::DeviceMesh> mesh) {
+    auto model = std::make_shared<models::LlamaForCausalLM>(
+        models::LlamaConfig::load(std::filesystem::path(MESHTRAIN_SOURCE_DIR) / "configs/llama-tiny"));
+    model->init_weights(1);
+    parallel::ParallelModel pm(model, mesh, o);
+    auto ids = at::randint(0, 256, {1, 32}, at::TensorOptions().dtype(at::kLong));
+    pm.prepare_backward(true);
+    pm.loss_sum(ids, nn::shift_labels(ids)).backward();
+    pm.finish_backward();
+    for (auto& [name, p] : model->named_params()) {
+      ASSERT_TRUE(p.grad().defined()) << name;
+      EXPECT_EQ(p.grad().scalar_type(), at::kFloat) << name;
+    }
+    if (mesh->rank() == 0) bytes = mesh->group(dim).bytes_sent();
+  });
+  return bytes;
+}
+
+}  // namespace
+
+// Gathers and gradient sums are the only traffic here, so their dtypes show in the bytes: bf16
+// gathers alone send less, bf16 gathers and sums exactly half the fp32 bytes.
+TEST(Bf16, FsdpGathersInBf16AndSumsInTheReduceDtype) {
+  const auto fp32 = step_bytes(sizes(1, 2), MeshDim::DpShardCp, false, at::kFloat);
+  const auto gathers = step_bytes(sizes(1, 2), MeshDim::DpShardCp, true, at::kFloat);
+  const auto both = step_bytes(sizes(1, 2), MeshDim::DpShardCp, true, at::kBFloat16);
+  EXPECT_LT(gathers, fp32);
+  EXPECT_GT(gathers, both);
+  EXPECT_EQ(2 * both, fp32);
+}
+
+TEST(Bf16, DdpSumsInTheReduceDtype) {
+  const auto fp32 = step_bytes(sizes(2, 1), MeshDim::DpCpSp, true, at::kFloat);
+  EXPECT_GT(fp32, 0u);
+  EXPECT_EQ(2 * step_bytes(sizes(2, 1), MeshDim::DpCpSp, true, at::kBFloat16), fp32);
 }
