@@ -12,6 +12,10 @@ namespace {
 
 uint64_t nbytes(const at::Tensor& t) { return static_cast<uint64_t>(t.numel()) * t.element_size(); }
 
+// The tensor on the backend's device (dist/group.h): a CPU loss sum on NCCL or a CUDA tensor on
+// Gloo travels there for the operation, and the result comes back.
+at::Tensor on_backend(const Group& g, const at::Tensor& t) { return t.device() == g.device() ? t : t.to(g.device()); }
+
 uint64_t ring_share(const Group& g, uint64_t bytes) {
   return bytes * static_cast<uint64_t>(g.size() - 1) / static_cast<uint64_t>(g.size());
 }
@@ -74,13 +78,18 @@ void all_reduce_(Group& g, at::Tensor& t, c10d::ReduceOp op) {
   if (g.size() == 1 || g.take_all_reduce_skip()) return;
   MT_CHECK(t.is_contiguous(), "all_reduce_ needs a contiguous tensor");
   g.count_sent(2 * ring_share(g, nbytes(t)));
-  std::vector<at::Tensor> ts{t};
+  std::vector<at::Tensor> ts{on_backend(g, t)};
   c10d::AllreduceOptions opts;
   opts.reduceOp = op;
   run(g, "all_reduce", t, [&] { return g.backend().allreduce(ts, opts); });
+  if (!ts[0].is_same(t)) t.copy_(ts[0]);
 }
 
 c10::intrusive_ptr<c10d::Work> all_reduce_async(Group& g, at::Tensor& t) {
+  if (g.size() > 1 && t.device() != g.device()) {  // the copy back needs the result: no overlap
+    all_reduce_(g, t);
+    return {};
+  }
   if (g.size() == 1 || g.take_all_reduce_skip()) return {};
   g.count_sent(2 * ring_share(g, nbytes(t)));
   const uint64_t token = issue(g, "all_reduce", t);
@@ -103,26 +112,28 @@ at::Tensor all_gather_uneven(Group& g, const at::Tensor& t, int64_t dim, const s
   auto moved = t.movedim(dim, 0).contiguous();
   auto shape = moved.sizes().vec();
   shape[0] = most;
-  auto padded = at::zeros(shape, t.options());
+  const auto there = t.options().device(g.device());
+  auto padded = at::zeros(shape, there);
   padded.narrow(0, 0, moved.size(0)).copy_(moved);
   shape[0] = most * g.size();
-  auto out = at::empty(shape, t.options());
+  auto out = at::empty(shape, there);
   g.count_sent(ring_share(g, nbytes(out)));
   run(g, "all_gather", padded, [&] { return g.backend().all_gather_single(out, padded); });
   std::vector<at::Tensor> parts;
   for (int r = 0; r < g.size(); ++r) parts.push_back(out.narrow(0, r * most, sizes[r]));
-  return at::cat(parts, 0).movedim(0, dim).contiguous();
+  return at::cat(parts, 0).movedim(0, dim).contiguous().to(t.device());
 }
 
 PendingGather all_gather_1d_async(Group& g, const at::Tensor& t, const std::vector<int64_t>& sizes) {
   MT_CHECK(t.dim() == 1 && static_cast<int>(sizes.size()) == g.size() && t.size(0) == sizes[g.rank()],
            "all_gather_1d_async: a 1-D tensor of this rank's size (", sizes[g.rank()], ") expected, got ", t.sizes());
-  PendingGather p{{}, t, sizes};
+  PendingGather p{{}, t, sizes, t.device()};
   if (g.size() == 1) return p;
   const int64_t most = *std::max_element(sizes.begin(), sizes.end());
-  auto in = at::zeros({most}, t.options());
+  const auto there = t.options().device(g.device());
+  auto in = at::zeros({most}, there);
   in.narrow(0, 0, t.size(0)).copy_(t);
-  p.padded = at::empty({most * g.size()}, t.options());
+  p.padded = at::empty({most * g.size()}, there);
   g.count_sent(ring_share(g, nbytes(p.padded)));
   const uint64_t token = issue(g, "all_gather", in);
   try {
@@ -140,7 +151,7 @@ at::Tensor finish_gather(Group& g, PendingGather& p) {
   const int64_t most = p.padded.size(0) / g.size();
   std::vector<at::Tensor> parts;
   for (int r = 0; r < g.size(); ++r) parts.push_back(p.padded.narrow(0, r * most, p.sizes[r]));
-  return at::cat(parts);
+  return at::cat(parts).to(p.device);
 }
 
 at::Tensor all_gather(Group& g, const at::Tensor& t, int64_t dim) {
@@ -156,17 +167,18 @@ at::Tensor reduce_scatter_uneven(Group& g, const at::Tensor& t, int64_t dim, con
   auto moved = t.movedim(dim, 0);
   auto shape = moved.sizes().vec();
   shape[0] = most * g.size();
-  auto padded = at::zeros(shape, t.options());
+  const auto there = t.options().device(g.device());
+  auto padded = at::zeros(shape, there);
   int64_t offset = 0;
   for (int r = 0; r < g.size(); ++r) {
     padded.narrow(0, r * most, sizes[r]).copy_(moved.narrow(0, offset, sizes[r]));
     offset += sizes[r];
   }
   shape[0] = most;
-  auto out = at::empty(shape, t.options());
+  auto out = at::empty(shape, there);
   g.count_sent(ring_share(g, nbytes(padded)));
   run(g, "reduce_scatter", padded, [&] { return g.backend().reduce_scatter_single(out, padded); });
-  return out.narrow(0, 0, sizes[g.rank()]).movedim(0, dim).contiguous();
+  return out.narrow(0, 0, sizes[g.rank()]).movedim(0, dim).contiguous().to(t.device());
 }
 
 at::Tensor reduce_scatter(Group& g, const at::Tensor& t, int64_t dim) {
@@ -182,7 +194,7 @@ at::Tensor all_to_all(Group& g, const at::Tensor& t, const std::vector<int64_t>&
   MT_CHECK(std::accumulate(send_sizes.begin(), send_sizes.end(), int64_t{0}) == t.size(0), "all_to_all: send sizes sum to ",
            std::accumulate(send_sizes.begin(), send_sizes.end(), int64_t{0}), " but the tensor has ", t.size(0), " rows");
   if (g.size() == 1) return t;
-  auto in = t.contiguous();
+  auto in = on_backend(g, t.contiguous());
   auto shape = in.sizes().vec();
   shape[0] = std::accumulate(recv_sizes.begin(), recv_sizes.end(), int64_t{0});
   auto out = at::empty(shape, in.options());
@@ -190,34 +202,36 @@ at::Tensor all_to_all(Group& g, const at::Tensor& t, const std::vector<int64_t>&
   g.count_sent(row * static_cast<uint64_t>(t.size(0) - send_sizes[g.rank()]));
   std::vector<int64_t> send(send_sizes), recv(recv_sizes);
   run(g, "all_to_all", in, [&] { return g.backend().all_to_all_single(out, in, recv, send); });
-  return out;
+  return out.to(t.device());
 }
 
 void broadcast_(Group& g, at::Tensor& t, int root) {
   if (g.size() == 1) return;
   if (g.rank() == root) g.count_sent(nbytes(t));
-  std::vector<at::Tensor> ts{t};
+  std::vector<at::Tensor> ts{on_backend(g, t)};
   c10d::BroadcastOptions opts;
   opts.rootRank = root;
   run(g, "broadcast", t, [&] { return g.backend().broadcast(ts, opts); });
+  if (!ts[0].is_same(t)) t.copy_(ts[0]);
 }
 
 void send(Group& g, const at::Tensor& t, int dst) {
   g.count_sent(nbytes(t));
-  std::vector<at::Tensor> ts{t.contiguous()};
+  std::vector<at::Tensor> ts{on_backend(g, t.contiguous())};
   run(g, "send", ts[0], [&] { return g.backend().send(ts, dst, 0); });
 }
 
 void recv(Group& g, at::Tensor& t, int src) {
-  std::vector<at::Tensor> ts{t};
+  std::vector<at::Tensor> ts{on_backend(g, t)};
   run(g, "recv", t, [&] { return g.backend().recv(ts, src, 0); });
+  if (!ts[0].is_same(t)) t.copy_(ts[0]);
 }
 
 c10::intrusive_ptr<c10d::Work> send_async(Group& g, const at::Tensor& t, int dst, int tag) {
   MT_CHECK(t.is_contiguous(), "send_async needs a contiguous tensor");
   g.count_sent(nbytes(t));
   const uint64_t token = issue(g, "send", t);
-  std::vector<at::Tensor> ts{t};
+  std::vector<at::Tensor> ts{on_backend(g, t)};  // the work keeps a copy alive
   try {
     auto work = g.backend().send(ts, dst, tag);
     attach(g, token, work);
@@ -229,6 +243,8 @@ c10::intrusive_ptr<c10d::Work> send_async(Group& g, const at::Tensor& t, int dst
 
 c10::intrusive_ptr<c10d::Work> recv_async(Group& g, at::Tensor& t, int src, int tag) {
   MT_CHECK(t.is_contiguous(), "recv_async needs a contiguous tensor");
+  MT_CHECK(t.device() == g.device(), "recv_async on group ", g.name(), " needs a tensor on ", g.device(), ", got ",
+           t.device());
   const uint64_t token = issue(g, "recv", t);
   std::vector<at::Tensor> ts{t};
   try {

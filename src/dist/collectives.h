@@ -1,4 +1,5 @@
 // Collectives on a Group, synchronous unless named _async, each a no-op on a group of size 1.
+// A tensor away from the group's device (dist/group.h) is copied there and the result back.
 // Every failure or time-out becomes an Error naming this rank, the operation and the group.
 // Bytes sent are counted as the ring algorithm sends them: all-reduce 2(n-1)/n·M, all-gather
 // and reduce-scatter (n-1)/n·M of the full tensor, all-to-all what leaves this rank.
@@ -24,8 +25,9 @@ at::Tensor all_gather_uneven(Group& g, const at::Tensor& t, int64_t dim, const s
 // The same for 1-D tensors, started now and finished later (to overlap it with computation).
 struct PendingGather {
   c10::intrusive_ptr<c10d::Work> work;
-  at::Tensor padded;  // [most * n]
+  at::Tensor padded;  // [most * n], on the group's device
   std::vector<int64_t> sizes;
+  c10::Device device = c10::kCPU;  // where the result goes
 };
 PendingGather all_gather_1d_async(Group& g, const at::Tensor& t, const std::vector<int64_t>& sizes);
 at::Tensor finish_gather(Group& g, PendingGather& pending);
@@ -41,7 +43,8 @@ void broadcast_(Group& g, at::Tensor& t, int root);
 void send(Group& g, const at::Tensor& t, int dst);
 void recv(Group& g, at::Tensor& t, int src);
 // Point-to-point started now and finished with wait_work(), to overlap it with computation. t
-// must be contiguous; the returned work keeps it alive. Messages between two ranks on one tag
+// must be contiguous; the returned work keeps it alive. recv_async's tensor must be on the
+// group's device. Messages between two ranks on one tag
 // arrive in the order they were sent.
 c10::intrusive_ptr<c10d::Work> send_async(Group& g, const at::Tensor& t, int dst, int tag = 0);
 c10::intrusive_ptr<c10d::Work> recv_async(Group& g, at::Tensor& t, int src, int tag = 0);

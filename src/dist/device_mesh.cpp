@@ -160,9 +160,9 @@ std::vector<MeshDim> DeviceMesh::dims_with_groups() const {
 }
 
 void DeviceMesh::create_groups(const c10::intrusive_ptr<c10d::Store>& store, std::chrono::milliseconds timeout,
-                               const std::string& master_addr) {
+                               const std::string& master_addr, Backend backend) {
   for (auto dim : dims_with_groups())
-    groups_[dim] = std::make_shared<Group>(dim, group_ranks(dim), rank_, store, timeout, master_addr);
+    groups_[dim] = std::make_shared<Group>(dim, group_ranks(dim), rank_, store, timeout, master_addr, backend);
 }
 
 void DeviceMesh::create_layout_groups() {

@@ -49,7 +49,7 @@ class DeviceMesh {
 
   // Creates every group this rank belongs to (collective over the world: all ranks call it).
   void create_groups(const c10::intrusive_ptr<c10d::Store>& store, std::chrono::milliseconds timeout,
-                     const std::string& master_addr);
+                     const std::string& master_addr, Backend backend = Backend::Gloo);
   // The same groups without backends: enough to lay a model out on this rank (meshtrain plan).
   void create_layout_groups();
   // The group of a dim (solo groups when neither was called).

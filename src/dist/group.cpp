@@ -2,6 +2,10 @@
 
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#ifdef MESHTRAIN_CUDA
+#include <c10/core/impl/DeviceGuardImplInterface.h>
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
 
 #include <algorithm>
 
@@ -17,18 +21,29 @@ Group::Group(MeshDim dim, std::vector<int> ranks, int global_rank) : dim_(dim), 
 }
 
 Group::Group(MeshDim dim, std::vector<int> ranks, int global_rank, const c10::intrusive_ptr<c10d::Store>& store,
-             std::chrono::milliseconds timeout, const std::string& master_addr)
+             std::chrono::milliseconds timeout, const std::string& master_addr, Backend backend)
     : Group(dim, std::move(ranks), global_rank) {
   timeout_ = timeout;
   if (ranks_.size() <= 1) return;
   std::string key = name();
   for (int r : ranks_) key.append("_").append(std::to_string(r));
-  auto options = c10d::ProcessGroupGloo::Options::create(timeout);
-  options->devices = gloo_devices(master_addr);
   auto prefixed = c10::make_intrusive<c10d::PrefixStore>(key, store);
   stall_store_ = c10::make_intrusive<c10d::PrefixStore>("stall/" + key, store);
   try {
-    backend_ = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, index_, size(), options);
+    if (backend == Backend::Nccl) {
+#ifdef MESHTRAIN_CUDA
+      device_ = c10::impl::getDeviceGuardImpl(c10::kCUDA)->getDevice();
+      auto options = c10d::ProcessGroupNCCL::Options::create();
+      options->timeout = timeout;
+      backend_ = c10::make_intrusive<c10d::ProcessGroupNCCL>(prefixed, index_, size(), options);
+#else
+      fail("rank ", global_rank, ": group ", name(), ": this build has no NCCL");
+#endif
+    } else {
+      auto options = c10d::ProcessGroupGloo::Options::create(timeout);
+      options->devices = gloo_devices(master_addr);
+      backend_ = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, index_, size(), options);
+    }
   } catch (const std::exception& e) {
     fail("rank ", global_rank, ": creating group ", name(), " failed: ", e.what());
   }

@@ -1,6 +1,6 @@
 // A process group: the ranks of one mesh dim (or of several flattened dims) that include this
-// rank, with its Gloo backend and the bytes its collectives send. A group of size 1 has no
-// backend, and every collective on it is a no-op.
+// rank, with its Gloo or NCCL backend and the bytes its collectives send. A group of size 1 has
+// no backend, and every collective on it is a no-op.
 #pragma once
 #include <torch/csrc/distributed/c10d/Backend.hpp>
 #include <torch/csrc/distributed/c10d/Store.hpp>
@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "dist/device.h"
 #include "dist/flight_recorder.h"
 #include "util/mesh_dim.h"
 
@@ -18,11 +19,11 @@ namespace meshtrain::dist {
 
 class Group {
  public:
-  // Creates the Gloo backend when ranks.size() > 1: every member must call this with the same
-  // dim and ranks (the store key prefix is derived from them). Peers connect over the
-  // interfaces dist/network.h picks.
+  // Creates the backend when ranks.size() > 1: every member must call this with the same dim
+  // and ranks (the store key prefix is derived from them). Gloo peers connect over the
+  // interfaces dist/network.h picks; NCCL binds the current CUDA device (dist/device.h).
   Group(MeshDim dim, std::vector<int> ranks, int global_rank, const c10::intrusive_ptr<c10d::Store>& store,
-        std::chrono::milliseconds timeout, const std::string& master_addr);
+        std::chrono::milliseconds timeout, const std::string& master_addr, Backend backend = Backend::Gloo);
   // A group of this rank alone.
   static std::shared_ptr<Group> solo(MeshDim dim, int global_rank);
   // The ranks of a group without a backend, for laying a model out (meshtrain plan); any
@@ -36,6 +37,9 @@ class Group {
   int global_rank() const { return ranks_[index_]; }
   const std::vector<int>& ranks() const { return ranks_; }
   c10d::Backend& backend() const;
+  // Where the backend's tensors live: cpu for Gloo, the bound GPU for NCCL. The collectives
+  // move a tensor that lives elsewhere there and back (dist/collectives.h).
+  c10::Device device() const { return device_; }
   std::chrono::milliseconds timeout() const { return timeout_; }
 
   // Operations issued on this group so far (the same order on every member), and the store
@@ -65,6 +69,7 @@ class Group {
   std::vector<int> ranks_;
   int index_ = 0;
   std::chrono::milliseconds timeout_{300000};
+  c10::Device device_ = c10::kCPU;
   c10::intrusive_ptr<c10d::Backend> backend_;
   c10::intrusive_ptr<c10d::Store> stall_store_;
   std::atomic<uint64_t> bytes_sent_{0}, ops_issued_{0};

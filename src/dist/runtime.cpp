@@ -59,7 +59,8 @@ void rendezvous(c10d::Store& store, int rank, int world_size, std::chrono::milli
        " of ", world_size, " never arrived");
 }
 
-Runtime start_runtime(const RankEnv& env, const MeshSizes& sizes, std::chrono::milliseconds timeout) {
+Runtime start_runtime(const RankEnv& env, const MeshSizes& sizes, std::chrono::milliseconds timeout,
+                      Backend backend) {
   auto resolved = resolve_mesh_sizes(sizes, env.world_size);
   Runtime rt{env, {}, std::make_shared<DeviceMesh>(resolved, env.rank)};
   if (env.world_size == 1) return rt;
@@ -82,7 +83,7 @@ Runtime start_runtime(const RankEnv& env, const MeshSizes& sizes, std::chrono::m
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
   }
-  rt.mesh->create_groups(rt.store, timeout, env.master_addr);
+  rt.mesh->create_groups(rt.store, timeout, env.master_addr, backend);
   open_failure_board(rt.store, env.rank, env.world_size, rt.mesh);
   return rt;
 }

@@ -18,7 +18,8 @@ struct Runtime {
 };
 
 // A single process gets a mesh of solo groups and no store.
-Runtime start_runtime(const RankEnv& env, const MeshSizes& sizes, std::chrono::milliseconds timeout);
+Runtime start_runtime(const RankEnv& env, const MeshSizes& sizes, std::chrono::milliseconds timeout,
+                      Backend backend = Backend::Gloo);
 
 // Every rank marks its arrival in the store, then waits for all others until the deadline;
 // throws naming the ranks that never came (and the time-out the deadline came from).

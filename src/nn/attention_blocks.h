@@ -18,6 +18,19 @@ struct AttentionBlock {
   at::Tensor mask;                 // else: [q_len, k_len] fp32, 0 seen, -inf hidden; undefined: all seen
 };
 
+// One block's kernel: q [B, H, Tq, d] against k, v [B, H, Tk, d] (heads repeated), causal (query
+// i sees keys 0..i) and/or an additive mask [Tq, Tk]; returns out [B, H, Tq, d] and its
+// log-sum-exp [B, H, Tq] (fp32). CPU: the flash kernel; CUDA: the memory-efficient one. Both are
+// differentiable; the backward below takes the merged out and lse of several blocks instead.
+std::pair<at::Tensor, at::Tensor> block_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                  bool causal, const at::Tensor& mask, double scale);
+// dq, dk, dv of one block from the rows' merged out and lse (shapes as block_attention's).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> block_attention_backward(const at::Tensor& dout, const at::Tensor& q,
+                                                                        const at::Tensor& k, const at::Tensor& v,
+                                                                        const at::Tensor& out, const at::Tensor& lse,
+                                                                        bool causal, const at::Tensor& mask,
+                                                                        double scale);
+
 // out [B, H, Tq, d] and lse [B, H, Tq] (fp32, starting at 0 and -inf) <- merged with each block of
 // q [B, H, Tq, d] against k, v [B, Hkv, Tk, d] (GQA: H a multiple of Hkv).
 void attend_blocks(const std::vector<AttentionBlock>& blocks, const at::Tensor& q, const at::Tensor& k,

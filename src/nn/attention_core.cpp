@@ -1,5 +1,6 @@
 #include "nn/attention_core.h"
 
+#include "nn/attention_blocks.h"
 #include "nn/document_mask.h"
 #include "util/check.h"
 
@@ -20,9 +21,7 @@ AttentionResult document_causal_attention(const at::Tensor& q, const at::Tensor&
   std::vector<std::vector<at::Tensor>> outs(q.size(0)), lses(q.size(0));
   for (const auto& b : blocks) {
     auto rows = [&](const at::Tensor& t) { return t.narrow(0, b.row, 1).narrow(2, b.q_begin, b.q_len).contiguous(); };
-    auto [o, l] = at::_scaled_dot_product_flash_attention_for_cpu(
-        rows(q), rows(kr), rows(vr), /*dropout_p=*/0.0, b.causal,
-        b.mask.defined() ? std::optional<at::Tensor>(b.mask) : std::nullopt, scale);
+    auto [o, l] = block_attention(rows(q), rows(kr), rows(vr), b.causal, b.mask, scale);
     outs[b.row].push_back(o);
     lses[b.row].push_back(l);
   }
@@ -53,22 +52,13 @@ AttentionResult LocalCausalAttention::forward(const at::Tensor& q, const at::Ten
     MT_CHECK(document_ids.dim() == 2 && document_ids.size(0) == q.size(0) && document_ids.size(1) == q.size(2),
              "attention: document_ids ", document_ids.sizes(), " do not match ", q.size(0), " rows of ", q.size(2),
              " tokens");
-    MT_CHECK(q.is_cpu(), "attention within packed documents runs on CPU tensors only for now; got ", q.device());
     return document_causal_attention(q, k, v, scale, document_ids);
   }
   const int64_t n_rep = q.size(1) / k.size(1);
   auto kr = repeat_kv(k, n_rep);
   auto vr = repeat_kv(v, n_rep);
-  if (q.is_cpu()) {
-    auto [out, lse] = at::_scaled_dot_product_flash_attention_for_cpu(
-        q, kr, vr, /*dropout_p=*/0.0, /*is_causal=*/true, /*attn_mask=*/{}, scale);
-    return {out, lse};
-  }
-  // CUDA: the memory-efficient kernel also returns the log-sum-exp.
-  auto res = at::_scaled_dot_product_efficient_attention(q, kr, vr, /*attn_bias=*/{},
-                                                         /*compute_log_sumexp=*/true,
-                                                         /*dropout_p=*/0.0, /*is_causal=*/true, scale);
-  return {std::get<0>(res), std::get<1>(res)};
+  auto [out, lse] = block_attention(q, kr, vr, /*causal=*/true, /*mask=*/{}, scale);
+  return {out, lse};
 }
 
 }  // namespace meshtrain::nn

@@ -167,7 +167,7 @@ constexpr int kTagGradKv = 1;
 class KvStream {
  public:
   KvStream(dist::Group& g, at::Tensor local, CpCommStrategy strategy)
-      : g_(g), strategy_(strategy), n_(local.size(0)) {
+      : g_(g), strategy_(strategy), n_(local.size(0)), device_(local.device()) {
     if (strategy_ == CpCommStrategy::AllGather)
       all_ = dist::all_gather(g_, local, 0);
     else
@@ -178,7 +178,7 @@ class KvStream {
   at::Tensor begin_step(int step) {
     if (strategy_ == CpCommStrategy::AllGather) return all_.narrow(0, source(step) * n_, n_);
     if (step + 1 < g_.size()) {
-      next_ = at::empty_like(current_);
+      next_ = at::empty(current_.sizes(), current_.options().device(g_.device()));  // received where the group receives
       send_ = dist::send_async(g_, current_, (g_.rank() + 1) % g_.size(), kTagKv);
       recv_ = dist::recv_async(g_, next_, (g_.rank() - 1 + g_.size()) % g_.size(), kTagKv);
     }
@@ -188,13 +188,14 @@ class KvStream {
     if (strategy_ == CpCommStrategy::AllGather || step + 1 >= g_.size()) return;
     dist::wait_work(g_, recv_, "ring attention recv");
     dist::wait_work(g_, send_, "ring attention send");
-    current_ = next_;
+    current_ = next_.to(device_);
   }
 
  private:
   dist::Group& g_;
   CpCommStrategy strategy_;
   int64_t n_;
+  c10::Device device_;
   at::Tensor all_, current_, next_;
   c10::intrusive_ptr<c10d::Work> send_, recv_;
 };
@@ -241,13 +242,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ring_backward(const at::Tensor& d
     if (ring && step > 0) {
       dist::wait_work(g, dkv_recv, "ring attention gradient recv");
       dist::wait_work(g, dkv_send, "ring attention gradient send");
-      dkv = dkv_next;
+      dkv = dkv_next.to(q.device());
     }
     auto [dk_acc, dv_acc] = unpack(ring ? dkv : dkv[src], k.sizes());
     nn::attend_blocks_backward(blocks_for(src, rank, cp, c, document_ids), dout, q, kb, vb, out, lse, scale, dq,
                                dk_acc, dv_acc);
     if (ring) {  // on to the next holder of this source; after the last step, to its owner
-      dkv_next = at::empty_like(dkv);
+      dkv_next = at::empty(dkv.sizes(), dkv.options().device(g.device()));
       dkv_send = dist::send_async(g, dkv, (rank + 1) % cp, kTagGradKv);
       dkv_recv = dist::recv_async(g, dkv_next, (rank - 1 + cp) % cp, kTagGradKv);
     }
@@ -257,7 +258,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ring_backward(const at::Tensor& d
   if (ring) {
     dist::wait_work(g, dkv_recv, "ring attention gradient recv");
     dist::wait_work(g, dkv_send, "ring attention gradient send");
-    mine = dkv_next;
+    mine = dkv_next.to(q.device());
   } else {
     mine = dist::reduce_scatter(g, dkv, 0).reshape({n});
   }
@@ -316,7 +317,6 @@ nn::AttentionResult RingAttention::forward(const at::Tensor& q, const at::Tensor
                (document_ids.size(0) == q.size(0) && document_ids.size(1) == q.size(2) * group_->size()),
            "ring attention: document_ids ", document_ids.sizes(), " do not cover ", q.size(0), " rows of ",
            q.size(2) * group_->size(), " tokens (T/cp=", q.size(2), ", cp=", group_->size(), ")");
-  MT_CHECK(q.is_cpu(), "ring attention runs on CPU tensors only for now; got ", q.device());
   auto documents = document_ids.defined() ? std::optional<at::Tensor>(document_ids) : std::nullopt;
   auto res = RingAttentionFn::apply(q, k, v, documents, group_, scale, strategy_);
   return {res[0], res[1]};

@@ -98,7 +98,7 @@ class AllToAllDispatcher : public nn::TokenDispatcher {
     for (int64_t j = 0; j < local; ++j)
       for (int64_t s = 0; s < ep; ++s)
         for (int64_t row = 0; row < count[s][j]; ++row) order.push_back(start[s * local + j] + row);
-    exchange->to_expert_order = at::tensor(order, at::kLong);
+    exchange->to_expert_order = at::tensor(order, at::kLong).to(hidden.device());
     exchange->from_expert_order = at::argsort(exchange->to_expert_order);
     auto per_expert = received.sum(0);
     d.rows_per_expert.assign(per_expert.data_ptr<int64_t>(), per_expert.data_ptr<int64_t>() + local);

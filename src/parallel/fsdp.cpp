@@ -1,9 +1,11 @@
 #include "parallel/fsdp.h"
 
 #include <ATen/native/Resize.h>
+#ifdef MESHTRAIN_CUDA
+#include <ATen/native/cuda/Resize.h>
+#endif
 #include <torch/csrc/autograd/custom_function.h>
 
-#include <cstring>
 #include <map>
 #include <numeric>
 
@@ -39,8 +41,15 @@ struct GatherUnit : torch::autograd::Function<GatherUnit> {
   }
 };
 
+// Frees (0) or restores the memory of a gathered weight in place: autograd's saved tensors keep
+// referring to the same storage.
 void set_storage_bytes(const at::Tensor& t, size_t bytes) {
-  at::native::resize_bytes_cpu(t.unsafeGetTensorImpl()->unsafe_storage().unsafeGetStorageImpl(), bytes);
+  auto* storage = t.unsafeGetTensorImpl()->unsafe_storage().unsafeGetStorageImpl();
+#ifdef MESHTRAIN_CUDA
+  if (t.is_cuda()) return at::native::resize_bytes_cuda(storage, bytes);
+#endif
+  MT_CHECK(t.is_cpu(), "FSDP frees gathered weights on CPU and CUDA only, not ", t.device());
+  at::native::resize_bytes_cpu(storage, bytes);
 }
 
 class FsdpLayerRunner : public nn::LayerRunner {
@@ -77,8 +86,6 @@ Fsdp::Fsdp(models::LlamaForCausalLM& model, dist::Group& shard_group, dist::Grou
       reshard_after_forward_(reshard_after_forward),
       param_dtype_(param_dtype),
       reduce_dtype_(reduce_dtype) {
-  MT_CHECK(model.named_params().front().second.is_cpu(),
-           "FSDP's freeing of gathered weights is implemented for CPU tensors only");
   const int64_t n = shard_group_.size();
   const int64_t me = shard_group_.rank();
   std::map<std::string, at::Tensor> params;
@@ -213,8 +220,10 @@ void Fsdp::regather(Unit& unit) {
     if (!p.full.defined()) continue;
     const size_t bytes = static_cast<size_t>(fulls[q].numel()) * fulls[q].element_size();
     set_storage_bytes(p.full, bytes);
-    // Raw copy: the saved tensors of autograd see the same storage, and no version bump.
-    std::memcpy(p.full.data_ptr(), fulls[q].data_ptr(), bytes);
+    // Through an alias of the storage with a version counter of its own: the saved tensors of
+    // autograd see the values, and no in-place change of theirs.
+    at::empty({0}, p.full.options()).set_(p.full.storage(), p.full.storage_offset(), p.full.sizes(), p.full.strides())
+        .copy_(fulls[q]);
   }
 }
 

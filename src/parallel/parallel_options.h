@@ -1,6 +1,7 @@
 // What a user chooses about a layout besides the mesh sizes: the options of every parallel unit,
 // parsed once from their flag names into enums.
 #pragma once
+#include <c10/core/Device.h>
 #include <c10/core/ScalarType.h>
 
 #include <optional>
@@ -56,6 +57,7 @@ struct ParallelOptions {
   int64_t ac_every = 2;  // selective: checkpoint layers 0, k, 2k, ...
   bool bf16 = false;     // mixed precision (parallel/mixed_precision.h); fp32 otherwise
   at::ScalarType reduce_dtype = at::kFloat;
+  c10::Device device = c10::kCPU;  // where parameters and activations live (dist/device.h)
   PipelineOptions pp;
 };
 

@@ -41,6 +41,9 @@ Parallelized parallelize(models::LlamaForCausalLM& model, const dist::DeviceMesh
   // 0. Pipeline stages first: a stage is the serial model's slice, and every unit after it
   //    lays out only what the stage holds.
   apply_pipeline_stage(model, mesh, o.pp);
+  //    The stage moves to its device before any unit keeps references to its parameters;
+  //    initial and loaded values are later copied into them wherever they live.
+  model.to(o.device);
   // 1. Tensor (and Megatron sequence) parallelism first: it decides what each rank holds, the
   //    experts split inside included, and every later unit works on its shards.
   if (s.tp > 1)
@@ -79,6 +82,7 @@ ParallelModel::ParallelModel(std::shared_ptr<models::LlamaForCausalLM> model,
       sequence_parallel_(options.sequence_parallel),
       bf16_(options.bf16),
       reduce_dtype_(options.reduce_dtype),
+      device_(options.device),
       pipeline_(options.pp),
       parts_(parallelize(*model_, *mesh_, options)) {
   std::map<std::string, at::Tensor> params;
@@ -112,6 +116,8 @@ ParallelModel::LocalInputs ParallelModel::local_inputs(const at::Tensor& input_i
     in.positions = position_ids.defined() ? position_ids
                                           : at::arange(input_ids.size(1), input_ids.options()).unsqueeze(0).expand_as(input_ids);
   }
+  in.ids = in.ids.to(device_);
+  in.positions = in.positions.to(device_);
   return in;
 }
 
@@ -132,7 +138,7 @@ at::Tensor ParallelModel::stage_forward(const at::Tensor& input_ids, const at::T
 
 at::Tensor ParallelModel::logits_loss_sum(const at::Tensor& logits, const at::Tensor& targets) {
   const bool sharded = mesh_->size(MeshDim::Cp) > 1 || mesh_->size(MeshDim::Sp) > 1;
-  const auto local_targets = sharded ? shard_sequence(targets, *mesh_) : targets;
+  const auto local_targets = (sharded ? shard_sequence(targets, *mesh_) : targets).to(logits.device());
   if (parts_.tp->logits_vocab_sharded)
     return vocab_parallel_cross_entropy_sum(logits, local_targets, mesh_->group(MeshDim::Tp), parts_.tp->vocab_offset);
   return nn::cross_entropy_sum(logits, local_targets);

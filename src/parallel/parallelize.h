@@ -74,6 +74,9 @@ class ParallelModel {
 
   models::LlamaForCausalLM& model() { return *model_; }
   const dist::DeviceMesh& mesh() const { return *mesh_; }
+  // Where the parameters and activations live; micro-batches come from the CPU and move here.
+  c10::Device device() const { return device_; }
+  bool bf16() const { return bf16_; }
   const DdpReducer* ddp() const { return parts_.ddp.get(); }
   const Fsdp* fsdp() const { return parts_.fsdp.get(); }
   const TpReport& tp_report() const { return *parts_.tp; }
@@ -92,6 +95,7 @@ class ParallelModel {
   bool sequence_parallel_ = false;
   bool bf16_ = false;
   at::ScalarType reduce_dtype_ = at::kFloat;
+  c10::Device device_ = c10::kCPU;
   PipelineOptions pipeline_;
   Parallelized parts_;
   std::vector<std::pair<dist::Group*, std::vector<at::Tensor>>> after_backward_;  // the plan's all-reduces

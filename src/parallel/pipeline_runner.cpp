@@ -33,7 +33,8 @@ StepLoss pipeline_step_loss(ParallelModel& model, const std::vector<MicroBatch>&
   const auto actions = backward ? pipeline_actions(model.pipeline().schedule, mesh.coordinate(MeshDim::Pp), stages, count)
                                 : forward_actions(count);
   StageLink link(mesh.group(MeshDim::Pp));
-  const auto options = at::TensorOptions().dtype(at::kFloat);
+  // Received into buffers on the pp group's device, computed on the model's.
+  const auto options = at::TensorOptions().dtype(at::kFloat).device(mesh.group(MeshDim::Pp).device());
   auto post = [&](const PipelineAction& a) {
     const auto shape = model.stage_activation_shape(micro_batches[a.micro_batch].input_ids);
     if (a.kind == Kind::Forward) link.post_activation(a.micro_batch, shape, options);
@@ -48,7 +49,7 @@ StepLoss pipeline_step_loss(ParallelModel& model, const std::vector<MicroBatch>&
     auto& f = flight[m];
     if (a.kind == Kind::Forward) {
       if (!link.first()) {
-        f.input = link.take_activation(m);
+        f.input = link.take_activation(m).to(model.device());
         if (backward) f.input.requires_grad_(true);
       }
       auto out = model.stage_forward(micro_batches[m].input_ids, f.input, micro_batches[m].position_ids);
@@ -65,7 +66,7 @@ StepLoss pipeline_step_loss(ParallelModel& model, const std::vector<MicroBatch>&
     }
     model.prepare_backward(m + 1 == count);  // backwards run in micro-batch order
     if (link.last()) f.output.backward();
-    else f.output.backward(link.take_gradient(m));
+    else f.output.backward(link.take_gradient(m).to(model.device()));
     if (!link.first()) link.send_gradient(m, f.input.grad());
     f = InFlight{};
   }

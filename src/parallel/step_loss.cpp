@@ -22,7 +22,7 @@ MicroBatchRouting route(ParallelModel& model, const models::Routing& routing) {
   // over every rank holding different tokens; this rank's term uses its own probabilities, so
   // the terms of all ranks add up to the global micro-batch's loss.
   const int64_t E = load.assignments.size(0);
-  auto totals = at::cat({load.assignments, load.prob_sum.detach(), at::full({1}, static_cast<double>(load.rows))})
+  auto totals = at::cat({load.assignments, load.prob_sum.detach(), at::full({1}, static_cast<double>(load.rows), load.assignments.options())})
                     .to(at::kDouble);
   dist::all_reduce_(model.mesh().group(MeshDim::DpCpSp), totals);
   const double rows = totals[2 * E].item<double>();

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "dist/device.h"
 #include "models/llama_config.h"
 #include "tools/commands.h"
 #include "tools/flags.h"
@@ -15,7 +16,10 @@
 namespace meshtrain::tools {
 
 int run_info(const Args& argv) {
-  Flags flags("info", {{"seq_len", "sequence length for the FLOPs count (default 256)"}}, argv);
+  Flags flags("info",
+              {{"seq_len", "sequence length for the FLOPs count (default 256)"},
+               {"device", "cpu | cuda: where to measure the matmul rates (default cuda when a GPU is visible)"}},
+              argv);
   if (flags.help_requested()) {
     std::cout << flags.usage("CONFIG (config.json or its directory)");
     return 0;
@@ -35,9 +39,14 @@ int run_info(const Args& argv) {
   std::printf("parameters: %lld\n", (long long)c.num_parameters());
   std::printf("flops_per_token: %.6g (training, seq_len %lld)\n", c.flops_per_token(seq), (long long)seq);
   std::printf("\nruntime:\n%s", at::get_parallel_info().c_str());
+  std::printf("%s", dist::describe_cuda().c_str());
+  const auto device = dist::choose_device(flags.get("device", ""), "", dist::RankEnv{}).device;
+  dist::bind_device({device});
   // What --bf16 can gain here: on CPUs without bf16 matrix units its GEMMs may be slower.
-  std::printf("matmul 2048^3 on %d threads: fp32 %.1f GFLOP/s, bf16 %.1f GFLOP/s\n", at::get_num_threads(),
-              util::measure_gemm_flops() / 1e9, util::measure_gemm_flops(2048, 3, true) / 1e9);
+  const int n = device.is_cuda() ? 8192 : 2048;
+  const std::string where = device.is_cuda() ? device.str() : str_cat(at::get_num_threads(), " threads");
+  std::printf("matmul %d^3 on %s: fp32 %.1f GFLOP/s, bf16 %.1f GFLOP/s\n", n, where.c_str(),
+              util::measure_gemm_flops(n, 3, false, device) / 1e9, util::measure_gemm_flops(n, 3, true, device) / 1e9);
   return 0;
 }
 

@@ -20,6 +20,13 @@ namespace meshtrain::tools {
 
 namespace {
 
+// The planner lays models out and measures them on the CPU, whatever --device says.
+parallel::ParallelOptions plan_options(const Flags& flags) {
+  auto o = parallel_options_from(flags);
+  o.device = c10::kCPU;
+  return o;
+}
+
 // Which parameters are reduced over which group, how, and the bytes rank `rank` sends for them.
 void print_sync_plan(const std::string& config_path, const dist::MeshSizes& sizes, int rank,
                      const parallel::ParallelOptions& options) {
@@ -178,7 +185,7 @@ int run_plan(const Args& argv) {
   for (auto name : {"pp_size", "dp_replicate_size", "dp_shard_size", "tp_size", "cp_size", "sp_size", "ep_size"})
     layout_given |= flags.has(name);
   if (flags.has("config_name") && !layout_given && world > 1) {
-    rank_layouts(resolve_path(flags.get("config_name", "")), world, shape, parallel_options_from(flags), budget);
+    rank_layouts(resolve_path(flags.get("config_name", "")), world, shape, plan_options(flags), budget);
     return 0;
   }
   const auto sizes = dist::resolve_mesh_sizes(mesh_sizes_from(flags), world);
@@ -188,7 +195,7 @@ int run_plan(const Args& argv) {
     if (!flags.has("config_name")) throw UsageError("meshtrain plan: --json needs --config_name");
     if (sizes.pp > 1) throw UsageError("meshtrain plan: --json: memory and traffic are not predicted under pp_size > 1 yet");
     std::cout << prediction_json(predict(resolve_path(flags.get("config_name", "")), sizes, static_cast<int>(rank),
-                                         parallel_options_from(flags), shape))
+                                         plan_options(flags), shape))
                      .dump(1)
               << "\n";
     return 0;
@@ -221,7 +228,7 @@ int run_plan(const Args& argv) {
   }
   if (flags.has("config_name")) {
     const auto config = resolve_path(flags.get("config_name", ""));
-    const auto options = parallel_options_from(flags);
+    const auto options = plan_options(flags);
     if (sizes.pp > 1) print_stages(config, sizes, options);
     print_sync_plan(config, sizes, static_cast<int>(rank), options);
     if (sizes.pp > 1) {

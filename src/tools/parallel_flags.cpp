@@ -42,6 +42,9 @@ std::vector<FlagSpec> parallel_flag_specs() {
       {"reduce_dtype", "dtype gradients are summed in over ranks (FSDP, DDP, tp/ep sums): fp32 | bf16 "
                        "(default fp32)"},
       {"fp16", "not supported (fp16 training needs loss scaling): use --bf16", true},
+      {"device", "cpu | cuda: where this rank computes; each rank binds cuda:(LOCAL_RANK mod GPUs) (default cuda "
+                 "when this build has CUDA and a GPU is visible, else cpu)"},
+      {"backend", "collectives: gloo | nccl (default nccl on cuda, gloo on cpu)"},
       {"ddp_bucket_cap_mb", "DDP gradient bucket size in MiB (default 25)"},
       {"reshard_after_forward", "FSDP: free gathered layer weights after forward: true|false (default true)"},
       {"timeout", "seconds before a missing rank or a stalled collective ends the run "
@@ -91,6 +94,7 @@ parallel::ParallelOptions parallel_options_from(const Flags& flags) {
   if (flags.has("fp16"))
     throw UsageError("--fp16 is not supported: fp16 training needs loss scaling; use --bf16");
   o.reduce_dtype = parallel::parse_reduce_dtype(flags.get("reduce_dtype", "fp32"));
+  o.device = rank_device_from(flags).device;
   o.ac_every = flags.get_int("ac_every", o.ac_every);
   if (o.ac_every < 1) throw UsageError(str_cat("--ac_every must be at least 1, got ", o.ac_every));
   if (flags.has("ac_every") && o.ac_mode != parallel::AcMode::Selective)
@@ -109,13 +113,23 @@ parallel::ParallelOptions parallel_options_from(const Flags& flags) {
   return o;
 }
 
+dist::RankDevice rank_device_from(const Flags& flags) {
+  return dist::choose_device(flags.get("device", ""), flags.get("backend", ""), dist::rank_env_from_environment());
+}
+
 dist::Runtime start_runtime_from(const Flags& flags) {
   const char* env_timeout = std::getenv("MESHTRAIN_TIMEOUT_S");
   const double seconds = flags.get_double("timeout", env_timeout ? std::atof(env_timeout) : 300.0);
   if (!(seconds > 0 && seconds < 1e9))
     throw UsageError(str_cat("--timeout (or MESHTRAIN_TIMEOUT_S) must be a positive number of seconds, got ", seconds));
-  auto runtime = dist::start_runtime(dist::rank_env_from_environment(), mesh_sizes_from(flags),
-                                     std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000)));
+  const auto env = dist::rank_env_from_environment();
+  const auto device = rank_device_from(flags);
+  dist::bind_device(device);
+  if (device.local_ranks_per_gpu > 1 && env.local_rank == 0)
+    std::cerr << "note: " << env.local_world_size << " local ranks share " << dist::cuda_device_count()
+              << " GPU(s), up to " << device.local_ranks_per_gpu << " per GPU\n";
+  auto runtime = dist::start_runtime(env, mesh_sizes_from(flags),
+                                     std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000)), device.backend);
   start_flight_recorder(runtime, flags);
   return runtime;
 }

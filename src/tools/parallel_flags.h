@@ -15,6 +15,8 @@ parallel::ParallelOptions parallel_options_from(const Flags& flags);
 // Rank from the launcher's environment, rendezvous, mesh groups (time-out from --timeout), and the
 // flight recorder (tools/flight_dump.h).
 dist::Runtime start_runtime_from(const Flags& flags);
+// --device and --backend for this rank (dist/device.h).
+dist::RankDevice rank_device_from(const Flags& flags);
 // Warns on stderr about tp_plan rules that matched nothing and layers no rule sharded.
 void report_tp_plan(const parallel::ParallelModel& model);
 

@@ -37,12 +37,12 @@ namespace {
 class IntervalLog {
  public:
   IntervalLog(const fs::path& metrics, const dist::DeviceMesh& mesh, double flops_per_token, double peak_flops,
-              std::unique_ptr<TensorBoardWriter> tensorboard)
+              c10::Device device, std::unique_ptr<TensorBoardWriter> tensorboard)
       : mesh_(mesh), main_rank_(mesh.rank() == 0), flops_per_token_(flops_per_token), peak_flops_(peak_flops),
-        world_(mesh.world_size()), tensorboard_(std::move(tensorboard)) {
+        world_(mesh.world_size()), device_(device), tensorboard_(std::move(tensorboard)) {
     if (main_rank_) out_ = util::AppendFile(metrics);
     bytes_at_start_ = bytes_sent();
-    util::reset_peak_memory();  // the first interval's peak is training's, not the model set-up's
+    util::reset_peak_memory(device_);  // the first interval's peak is training's, not the model set-up's
   }
 
   void add(const StepRecord& r, int64_t tokens) {
@@ -70,8 +70,8 @@ class IntervalLog {
       for (auto& [dim, sent] : bytes)
         if (sent > bytes_at_start_[dim]) per_dim[name_of(dim)] = static_cast<double>(sent - bytes_at_start_[dim]) / steps_;
       if (!per_dim.empty()) j["bytes_sent_per_step"] = per_dim;
-      const bool metered = util::memory_meter_installed();
-      const double peak_mib = static_cast<double>(util::max_memory_allocated()) / (1 << 20);
+      const bool metered = device_.is_cuda() || util::memory_meter_installed();
+      const double peak_mib = static_cast<double>(util::max_memory_allocated(device_)) / (1 << 20);
       if (metered) j["peak_memory_mib"] = peak_mib;
       if (moe_.micro_batches > 0) {
         j["aux_loss"] = moe_.aux_loss();
@@ -93,7 +93,7 @@ class IntervalLog {
     loss_ = 0.0;
     steps_ = tokens_ = 0;
     moe_ = parallel::MoeStepStats{};
-    util::reset_peak_memory();
+    util::reset_peak_memory(device_);
     bytes_at_start_ = bytes_sent();
     start_ = std::chrono::steady_clock::now();
     return line;
@@ -125,6 +125,7 @@ class IntervalLog {
   bool main_rank_;
   double flops_per_token_, peak_flops_;
   int world_;
+  c10::Device device_;
   util::AppendFile out_;
   std::unique_ptr<TensorBoardWriter> tensorboard_;
   double loss_ = 0.0;
@@ -263,13 +264,15 @@ std::vector<StepRecord> Trainer::train() {
 
   const int64_t global_batch = args_.per_device_train_batch_size * args_.gradient_accumulation_steps *
                                mesh.size(MeshDim::Dp);
-  if (peak_flops <= 0) peak_flops = util::measure_gemm_flops();
+  // MFU against the matmul rate of the dtype and device the model computes in.
+  if (peak_flops <= 0)
+    peak_flops = util::measure_gemm_flops(model_->device().is_cuda() ? 8192 : 2048, 3, model_->bf16(), model_->device());
   if (talk)
     std::fprintf(stderr, "training %lld parameters on %d rank(s), total_train_batch_size %lld x %lld tokens, %lld steps\n",
                  (long long)model_->model().config().num_parameters(), mesh.world_size(), (long long)global_batch,
                  (long long)seq_len_, (long long)args_.max_steps);
   IntervalLog log(out_dir / "metrics.jsonl", mesh, model_->model().config().flops_per_token(seq_len_), peak_flops,
-                  std::move(tensorboard));
+                  model_->device(), std::move(tensorboard));
   util::Progress progress(args_.max_steps);
   std::vector<StepRecord> records;
   for (int64_t step = state.global_step; step < args_.max_steps; ++step) {

@@ -1,6 +1,9 @@
 #include "util/memory_meter.h"
 
 #include <c10/core/CPUAllocator.h>
+#ifdef MESHTRAIN_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
 
 #include <atomic>
 #include <cstring>
@@ -60,5 +63,22 @@ bool memory_meter_installed() { return g_inner != nullptr; }
 int64_t memory_allocated() { return g_allocated.load(std::memory_order_relaxed); }
 int64_t max_memory_allocated() { return g_peak.load(std::memory_order_relaxed); }
 void reset_peak_memory() { g_peak.store(g_allocated.load(std::memory_order_relaxed), std::memory_order_relaxed); }
+
+int64_t max_memory_allocated(c10::Device device) {
+#ifdef MESHTRAIN_CUDA
+  if (device.is_cuda()) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+    return stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].peak;
+  }
+#endif
+  return max_memory_allocated();
+}
+
+void reset_peak_memory(c10::Device device) {
+#ifdef MESHTRAIN_CUDA
+  if (device.is_cuda()) return c10::cuda::CUDACachingAllocator::resetPeakStats(device.index());
+#endif
+  reset_peak_memory();
+}
 
 }  // namespace meshtrain::util

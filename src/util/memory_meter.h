@@ -2,6 +2,8 @@
 // the CPU counterpart of torch.cuda.memory_allocated / max_memory_allocated. Process-wide, as
 // the allocator is; tensors made before install_memory_meter() are not counted.
 #pragma once
+#include <c10/core/Device.h>
+
 #include <cstdint>
 
 namespace meshtrain::util {
@@ -12,5 +14,9 @@ int64_t memory_allocated();
 int64_t max_memory_allocated();
 // The peak restarts from what is allocated now.
 void reset_peak_memory();
+// On a GPU: torch.cuda.max_memory_allocated / reset_peak_memory_stats of that device (its
+// caching allocator's); on the CPU the meter's.
+int64_t max_memory_allocated(c10::Device device);
+void reset_peak_memory(c10::Device device);
 
 }  // namespace meshtrain::util

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "dist/device.h"
 #include "support/run_command.h"
 
 using namespace meshtrain::testing;
@@ -190,6 +191,12 @@ TEST_F(Cli, UsageErrorsAreOneLineWithExitCode2) {
   expect_one_line_error("train --ac_every 3", 2, "--ac_every applies to --ac_mode selective");
   expect_one_line_error("train --gradient_checkpointing --ac_mode selective", 2,
                         "--gradient_checkpointing is --ac_mode full; it contradicts --ac_mode selective");
+  expect_one_line_error("train --bf16 --fp16", 2, "--fp16 is not supported: fp16 training needs loss scaling; use --bf16");
+  expect_one_line_error("train --reduce_dtype fp8", 2, "--reduce_dtype must be fp32 or bf16, got 'fp8'");
+  expect_one_line_error("train --device tpu", 2, "--device must be cpu or cuda, got 'tpu'");
+  expect_one_line_error("train --device cpu --backend nccl", 2, "--backend nccl needs --device cuda");
+  if (meshtrain::dist::cuda_device_count() == 0)
+    expect_one_line_error("train --device cuda", 2, "--device cuda: ");
   EXPECT_EQ(run_command(kBin + " train --help").exit_code, 0);
   EXPECT_EQ(run_command(kBin + " --help").exit_code, 0);
 }
