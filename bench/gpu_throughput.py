@@ -26,6 +26,7 @@ import gc
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -114,7 +115,7 @@ def train_flags(binary):
 
 
 def run_meshtrain(binary, cfg, data, args, device, log_path):
-    supports_device = "--device" in train_flags(binary)
+    supports_device = re.search(r"--device\b(?!_)", train_flags(binary)) is not None
     if device == "cuda" and not supports_device:
         return {"skipped": "this meshtrain has no --device flag: it would train on the CPU"}
     with tempfile.TemporaryDirectory(prefix="gpu_bench_mt_") as tmp:
