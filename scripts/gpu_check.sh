@@ -189,7 +189,8 @@ fi
   echo
   echo '```'
   if [ -s "$ctest_log" ]; then
-    grep -E "tests passed|No tests were found|\*\*\*Failed|\*\*\*Timeout|\*\*\*Exception|Not Run|Total Test time|^== " "$ctest_log" | tail -n 40
+    grep -E "tests passed|No tests were found|\*\*\*Failed|\*\*\*Timeout|\*\*\*Exception|Not Run|\(Skipped\)|Total Test time|^== " \
+      "$ctest_log" | tail -n 40
   else
     echo "not run"
   fi
