@@ -6,6 +6,10 @@
 #include "dist/stall_report.h"
 #include "util/check.h"
 
+// The single-buffer collectives are called by their torch 2.11 names (_allgather_base,
+// _reduce_scatter_base, alltoall_base); later versions keep these as aliases of all_gather_single,
+// reduce_scatter_single and all_to_all_single.
+
 namespace meshtrain::dist {
 
 namespace {
@@ -118,7 +122,7 @@ at::Tensor all_gather_uneven(Group& g, const at::Tensor& t, int64_t dim, const s
   shape[0] = most * g.size();
   auto out = at::empty(shape, there);
   g.count_sent(ring_share(g, nbytes(out)));
-  run(g, "all_gather", padded, [&] { return g.backend().all_gather_single(out, padded); });
+  run(g, "all_gather", padded, [&] { return g.backend()._allgather_base(out, padded); });
   std::vector<at::Tensor> parts;
   for (int r = 0; r < g.size(); ++r) parts.push_back(out.narrow(0, r * most, sizes[r]));
   return at::cat(parts, 0).movedim(0, dim).contiguous().to(t.device());
@@ -137,7 +141,7 @@ PendingGather all_gather_1d_async(Group& g, const at::Tensor& t, const std::vect
   g.count_sent(ring_share(g, nbytes(p.padded)));
   const uint64_t token = issue(g, "all_gather", in);
   try {
-    p.work = g.backend().all_gather_single(p.padded, in);
+    p.work = g.backend()._allgather_base(p.padded, in);
     attach(g, token, p.work);
   } catch (const std::exception& e) {
     fail("rank ", g.global_rank(), ": all_gather on group ", g.name(), " failed: ", e.what());
@@ -177,7 +181,7 @@ at::Tensor reduce_scatter_uneven(Group& g, const at::Tensor& t, int64_t dim, con
   shape[0] = most;
   auto out = at::empty(shape, there);
   g.count_sent(ring_share(g, nbytes(padded)));
-  run(g, "reduce_scatter", padded, [&] { return g.backend().reduce_scatter_single(out, padded); });
+  run(g, "reduce_scatter", padded, [&] { return g.backend()._reduce_scatter_base(out, padded); });
   return out.narrow(0, 0, sizes[g.rank()]).movedim(0, dim).contiguous().to(t.device());
 }
 
@@ -201,7 +205,7 @@ at::Tensor all_to_all(Group& g, const at::Tensor& t, const std::vector<int64_t>&
   const uint64_t row = in.size(0) ? nbytes(in) / static_cast<uint64_t>(in.size(0)) : 0;
   g.count_sent(row * static_cast<uint64_t>(t.size(0) - send_sizes[g.rank()]));
   std::vector<int64_t> send(send_sizes), recv(recv_sizes);
-  run(g, "all_to_all", in, [&] { return g.backend().all_to_all_single(out, in, recv, send); });
+  run(g, "all_to_all", in, [&] { return g.backend().alltoall_base(out, in, recv, send); });
   return out.to(t.device());
 }
 
