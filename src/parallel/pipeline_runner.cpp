@@ -8,6 +8,7 @@
 #include "parallel/pipeline_routing.h"
 #include "parallel/pipeline_schedule.h"
 #include "parallel/pipeline_stage.h"
+#include "parallel/pipeline_timeline.h"
 
 namespace meshtrain::parallel {
 
@@ -21,7 +22,8 @@ struct InFlight {
 
 }  // namespace
 
-StepLoss pipeline_step_loss(ParallelModel& model, const std::vector<MicroBatch>& micro_batches, Pass pass) {
+StepLoss pipeline_step_loss(ParallelModel& model, const std::vector<MicroBatch>& micro_batches, Pass pass,
+                            PipelineTimeline* timeline) {
   using Kind = PipelineAction::Kind;
   const auto& mesh = model.mesh();
   StepLoss step;
@@ -49,8 +51,11 @@ StepLoss pipeline_step_loss(ParallelModel& model, const std::vector<MicroBatch>&
     if (k + 1 < actions.size()) post(actions[k + 1]);  // its transfer overlaps this action
     const int64_t m = a.micro_batch;
     auto& f = flight[m];
+    using Span = PipelineTimeline::Span;
+    PipelineTimeline::Scope action(timeline, a.kind == Kind::Forward ? Span::Forward : Span::Backward);
     if (a.kind == Kind::Forward) {
       if (!link.first()) {
+        PipelineTimeline::Scope wait(timeline, Span::Wait);
         f.input = link.take_activation(m);
         if (backward) f.input.requires_grad_(true);
       }
@@ -69,8 +74,12 @@ StepLoss pipeline_step_loss(ParallelModel& model, const std::vector<MicroBatch>&
       continue;
     }
     model.prepare_backward(m + 1 == count);  // backwards run in micro-batch order
-    // The gradient of the output from the next stage; the last stage's output is the loss.
-    std::vector<at::Tensor> roots{f.output}, grads{link.last() ? at::Tensor() : link.take_gradient(m)};
+    at::Tensor grad;  // of the output; the last stage's output is the loss
+    if (!link.last()) {
+      PipelineTimeline::Scope wait(timeline, Span::Wait);
+      grad = link.take_gradient(m);
+    }
+    std::vector<at::Tensor> roots{f.output}, grads{grad};
     if (auto aux = routing.aux_term(m); aux.defined()) {  // this stage's routers' share of the aux loss
       roots.push_back(aux);
       grads.emplace_back();

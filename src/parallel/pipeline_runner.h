@@ -11,7 +11,11 @@
 
 namespace meshtrain::parallel {
 
+class PipelineTimeline;
+
 // step_loss() under pp_size > 1: the same record, summed over the stages. Collective over the mesh.
-StepLoss pipeline_step_loss(ParallelModel& model, const std::vector<MicroBatch>& micro_batches, Pass pass);
+// A timeline, when given, adds where this stage's time went (parallel/pipeline_timeline.h).
+StepLoss pipeline_step_loss(ParallelModel& model, const std::vector<MicroBatch>& micro_batches, Pass pass,
+                            PipelineTimeline* timeline = nullptr);
 
 }  // namespace meshtrain::parallel
