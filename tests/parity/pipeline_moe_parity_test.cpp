@@ -118,7 +118,7 @@ void expect_step_parity(const models::LlamaConfig& config, const Layout& l) {
 
 }  // namespace
 
-TEST(PipelineMoeParity, OneStepsGradientsEqualSerialWithTheAuxLossOnEveryStage) {
+TEST(PipelineMoeParity, OneStepHasTheSerialGradientsWithTheAuxLossOnEveryStage) {
   const auto mixtral = moe_config("mixtral-tiny", 4);
   for (auto& l : layouts()) expect_step_parity(mixtral, l);
   expect_step_parity(mixtral, layout("pp4", sizes(1, 1), 1, parallel::EpMode::AllToAll, 4));  // a layer each
