@@ -129,11 +129,11 @@ at::Tensor ParallelModel::loss_sum(const at::Tensor& input_ids, const at::Tensor
 }
 
 at::Tensor ParallelModel::stage_forward(const at::Tensor& input_ids, const at::Tensor& hidden,
-                                        const at::Tensor& position_ids) {
+                                        const at::Tensor& position_ids, models::Routing* routing) {
   if (parts_.fsdp) parts_.fsdp->gather_root();
   const auto in = local_inputs(input_ids, position_ids);
   AutocastGuard autocast(bf16_);
-  return model_->forward_slice(model_->holds_embedding() ? in.ids : hidden, in.positions, nullptr, in.documents);
+  return model_->forward_slice(model_->holds_embedding() ? in.ids : hidden, in.positions, routing, in.documents);
 }
 
 at::Tensor ParallelModel::logits_loss_sum(const at::Tensor& logits, const at::Tensor& targets) {

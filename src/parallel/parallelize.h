@@ -53,8 +53,9 @@ class ParallelModel {
   // Pipeline stages (parallel/pipeline_runner.h). This stage's forward of one micro-batch: the
   // first stage reads input_ids [B, T] (cut to this rank's sequence shard), the others `hidden`,
   // the activation the previous stage sent; the last returns logits, the others hidden states.
-  // position_ids as loss_sum takes them.
-  at::Tensor stage_forward(const at::Tensor& input_ids, const at::Tensor& hidden, const at::Tensor& position_ids = {});
+  // position_ids as loss_sum takes them; the stage's MoE layers' router records go to `routing`.
+  at::Tensor stage_forward(const at::Tensor& input_ids, const at::Tensor& hidden, const at::Tensor& position_ids = {},
+                           models::Routing* routing = nullptr);
   // The summed cross entropy of the last stage's logits against the micro-batch's targets.
   at::Tensor logits_loss_sum(const at::Tensor& logits, const at::Tensor& targets);
   // The shape of the hidden states passed between stages for a micro-batch of input_ids:

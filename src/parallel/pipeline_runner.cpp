@@ -1,11 +1,14 @@
 #include "parallel/pipeline_runner.h"
 
-#include "dist/collectives.h"
+#include <torch/csrc/autograd/autograd.h>
+
 #include "dist/device_mesh.h"
 #include "nn/causal_lm_loss.h"
 #include "parallel/parallelize.h"
+#include "parallel/pipeline_routing.h"
 #include "parallel/pipeline_schedule.h"
 #include "parallel/pipeline_stage.h"
+#include "parallel/pipeline_timeline.h"
 
 namespace meshtrain::parallel {
 
@@ -19,7 +22,8 @@ struct InFlight {
 
 }  // namespace
 
-StepLoss pipeline_step_loss(ParallelModel& model, const std::vector<MicroBatch>& micro_batches, Pass pass) {
+StepLoss pipeline_step_loss(ParallelModel& model, const std::vector<MicroBatch>& micro_batches, Pass pass,
+                            PipelineTimeline* timeline) {
   using Kind = PipelineAction::Kind;
   const auto& mesh = model.mesh();
   StepLoss step;
@@ -33,6 +37,7 @@ StepLoss pipeline_step_loss(ParallelModel& model, const std::vector<MicroBatch>&
   const auto actions = backward ? pipeline_actions(model.pipeline().schedule, mesh.coordinate(MeshDim::Pp), stages, count)
                                 : forward_actions(count);
   StageLink link(mesh.group(MeshDim::Pp));
+  PipelineRouting routing(model, count);
   // Received into buffers on the pp group's device, computed on the model's.
   const auto options = at::TensorOptions().dtype(at::kFloat).device(mesh.group(MeshDim::Pp).device());
   auto post = [&](const PipelineAction& a) {
@@ -47,12 +52,16 @@ StepLoss pipeline_step_loss(ParallelModel& model, const std::vector<MicroBatch>&
     if (k + 1 < actions.size()) post(actions[k + 1]);  // its transfer overlaps this action
     const int64_t m = a.micro_batch;
     auto& f = flight[m];
+    using Span = PipelineTimeline::Span;
+    PipelineTimeline::Scope action(timeline, a.kind == Kind::Forward ? Span::Forward : Span::Backward);
     if (a.kind == Kind::Forward) {
       if (!link.first()) {
+        PipelineTimeline::Scope wait(timeline, Span::Wait);
         f.input = link.take_activation(m).to(model.device());
         if (backward) f.input.requires_grad_(true);
       }
-      auto out = model.stage_forward(micro_batches[m].input_ids, f.input, micro_batches[m].position_ids);
+      models::Routing records;
+      auto out = model.stage_forward(micro_batches[m].input_ids, f.input, micro_batches[m].position_ids, &records);
       if (link.last()) {
         auto sum = model.logits_loss_sum(out, micro_batches[m].targets);
         step.loss_sum += sum.item<double>();
@@ -61,23 +70,32 @@ StepLoss pipeline_step_loss(ParallelModel& model, const std::vector<MicroBatch>&
         link.send_activation(m, out);
         if (backward) f.output = out;
       }
+      routing.forward_done(m, records);
       if (!backward) f = InFlight{};
       continue;
     }
     model.prepare_backward(m + 1 == count);  // backwards run in micro-batch order
-    if (link.last()) f.output.backward();
-    else f.output.backward(link.take_gradient(m).to(model.device()));
+    at::Tensor grad;  // of the output; the last stage's output is the loss
+    if (!link.last()) {
+      PipelineTimeline::Scope wait(timeline, Span::Wait);
+      grad = link.take_gradient(m).to(model.device());
+    }
+    std::vector<at::Tensor> roots{f.output}, grads{grad};
+    if (auto aux = routing.aux_term(m); aux.defined()) {  // this stage's routers' share of the aux loss
+      roots.push_back(aux);
+      grads.emplace_back();
+    }
+    torch::autograd::backward(roots, grads);
     if (!link.first()) link.send_gradient(m, f.input.grad());
     f = InFlight{};
   }
   link.finish();
   if (backward) model.finish_backward();
+  step.moe = routing.finish();
   // The loss lives on the last stage's ranks: summed over those holding different tokens, then
-  // over the stages (the others add zero).
-  auto loss = at::tensor({step.loss_sum}, at::kDouble);
-  dist::all_reduce_(mesh.group(MeshDim::DpCpSp), loss);
-  dist::all_reduce_(mesh.group(MeshDim::Pp), loss);
-  step.loss_sum = loss.item<double>();
+  // over the stages (the others add zero); each stage adds its own MoE layers' routing.
+  sum_step_loss(mesh.group(MeshDim::DpCpSp), step);
+  sum_step_loss(mesh.group(MeshDim::Pp), step);
   return step;
 }
 

@@ -63,9 +63,6 @@ void apply_pipeline_stage(models::LlamaForCausalLM& model, const dist::DeviceMes
   const int64_t stages = mesh.size(MeshDim::Pp);
   if (stages == 1) return;
   const auto& c = model.config();
-  if (c.moe)
-    throw UsageError(str_cat("pipeline parallelism (pp_size ", stages, ") does not support MoE models yet (",
-                             c.model_type, " has MoE layers)"));
   const int64_t stage = mesh.coordinate(MeshDim::Pp);
   const auto split = split_stages(c.num_hidden_layers, stages, options.layers_per_stage);
   const bool first = stage == 0, last = stage == stages - 1;

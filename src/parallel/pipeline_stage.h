@@ -35,7 +35,7 @@ std::vector<int64_t> parse_layers_per_stage(const std::string& text, int64_t sta
 
 // Cuts the model to this rank's stage (its pp coordinate) and, for tied embeddings, marks the
 // embedding weight held by the first and the last stage as replicated over pp_ends (its gradient
-// summed there, saved by the first). No-op when pp_size is 1. Refuses MoE models for now.
+// summed there, saved by the first). No-op when pp_size is 1.
 void apply_pipeline_stage(models::LlamaForCausalLM& model, const dist::DeviceMesh& mesh,
                           const PipelineOptions& options);
 

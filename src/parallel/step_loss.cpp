@@ -5,6 +5,7 @@
 #include "nn/causal_lm_loss.h"
 #include "parallel/parallelize.h"
 #include "parallel/pipeline_runner.h"
+#include "parallel/router_balance.h"
 
 namespace meshtrain::parallel {
 
@@ -17,47 +18,11 @@ struct MicroBatchRouting {
 };
 
 MicroBatchRouting route(ParallelModel& model, const models::Routing& routing) {
-  auto load = model.model().router_load(routing);
-  // Global-batch load balancing: assignments, probabilities and rows of this micro-batch summed
-  // over every rank holding different tokens; this rank's term uses its own probabilities, so
-  // the terms of all ranks add up to the global micro-batch's loss.
-  const int64_t E = load.assignments.size(0);
-  auto totals = at::cat({load.assignments, load.prob_sum.detach(), at::full({1}, static_cast<double>(load.rows), load.assignments.options())})
-                    .to(at::kDouble);
-  dist::all_reduce_(model.mesh().group(MeshDim::DpCpSp), totals);
-  const double rows = totals[2 * E].item<double>();
-  auto assignments = totals.slice(0, 0, E).to(at::kFloat);
-  MicroBatchRouting out;
-  out.aux_term = nn::balance_loss(assignments, load.prob_sum, rows);
-  const double aux = nn::balance_loss(assignments, totals.slice(0, E, 2 * E).to(at::kFloat), rows).item<double>();
-  std::vector<at::Tensor> counts;
-  out.stats = {aux, 1, {}, 0};
-  for (auto& record : routing) {
-    counts.push_back(record.tokens_per_expert);
-    out.stats.dropped += record.dropped;
-  }
-  out.stats.tokens_per_expert = at::stack(counts);
-  return out;
-}
-
-// [loss sum, aux sum, micro-batches, dropped, tokens per expert...] summed over the ranks
-// holding different tokens (each holds every global micro-batch's aux: sum / micro-batches is the mean).
-void reduce_over_token_ranks(ParallelModel& model, StepLoss& step) {
-  std::vector<at::Tensor> parts = {at::tensor({step.loss_sum}, at::kDouble)};
-  if (step.moe)
-    parts.insert(parts.end(), {at::tensor({step.moe->aux_loss_sum, static_cast<double>(step.moe->micro_batches),
-                                           static_cast<double>(step.moe->dropped)},
-                                          at::kDouble),
-                               step.moe->tokens_per_expert.reshape({-1}).to(at::kDouble)});
-  auto packed = at::cat(parts);
-  dist::all_reduce_(model.mesh().group(MeshDim::DpCpSp), packed);
-  step.loss_sum = packed[0].item<double>();
-  if (!step.moe) return;
-  step.moe->aux_loss_sum = packed[1].item<double>();
-  step.moe->micro_batches = packed[2].item<int64_t>();
-  step.moe->dropped = packed[3].item<int64_t>();
-  step.moe->tokens_per_expert =
-      packed.slice(0, 4).round().to(at::kLong).view(step.moe->tokens_per_expert.sizes());
+  // Global-batch load balancing: the micro-batch's counts summed over every rank holding
+  // different tokens; this rank's term uses its own probabilities.
+  RouterBalance balance(model.model(), routing);
+  dist::all_reduce_(model.mesh().group(MeshDim::DpCpSp), balance.totals());
+  return {balance.term(), routing_stats(routing, balance.loss())};
 }
 
 }  // namespace
@@ -80,16 +45,43 @@ void MoeStepStats::add(const MoeStepStats& o) {
     tokens_per_expert = tokens_per_expert.defined() ? tokens_per_expert + o.tokens_per_expert : o.tokens_per_expert.clone();
 }
 
+MoeStepStats routing_stats(const std::vector<nn::RouterRecord>& routing, double aux_loss) {
+  MoeStepStats stats{aux_loss, 1, {}, 0};
+  std::vector<at::Tensor> counts;
+  for (auto& record : routing) {
+    counts.push_back(record.tokens_per_expert);
+    stats.dropped += record.dropped;
+  }
+  if (!counts.empty()) stats.tokens_per_expert = at::stack(counts);
+  return stats;
+}
+
+// [loss sum, aux sum, micro-batches, dropped, tokens per expert...] packed in one buffer.
+void sum_step_loss(dist::Group& group, StepLoss& step) {
+  std::vector<at::Tensor> parts = {at::tensor({step.loss_sum}, at::kDouble)};
+  if (step.moe)
+    parts.insert(parts.end(), {at::tensor({step.moe->aux_loss_sum, static_cast<double>(step.moe->micro_batches),
+                                           static_cast<double>(step.moe->dropped)},
+                                          at::kDouble),
+                               step.moe->tokens_per_expert.reshape({-1}).to(at::kDouble).cpu()});
+  auto packed = at::cat(parts);
+  dist::all_reduce_(group, packed);
+  step.loss_sum = packed[0].item<double>();
+  if (!step.moe) return;
+  step.moe->aux_loss_sum = packed[1].item<double>();
+  step.moe->micro_batches = packed[2].item<int64_t>();
+  step.moe->dropped = packed[3].item<int64_t>();
+  step.moe->tokens_per_expert =
+      packed.slice(0, 4).round().to(at::kLong).view(step.moe->tokens_per_expert.sizes());
+}
+
 StepLoss step_loss(ParallelModel& model, const std::vector<MicroBatch>& micro_batches, Pass pass) {
   const auto& mesh = model.mesh();
   if (mesh.size(MeshDim::Pp) > 1) return pipeline_step_loss(model, micro_batches, pass);
   StepLoss step;
   step.targets = global_target_count(mesh, micro_batches);
   const double denominator = static_cast<double>(std::max<int64_t>(step.targets, 1));
-  const auto& moe = model.model().config().moe;
-  const double aux_scale = moe && moe->output_router_logits
-                               ? moe->router_aux_loss_coef / static_cast<double>(micro_batches.size())
-                               : 0.0;
+  const double aux_scale = aux_loss_scale(model.model().config(), static_cast<int64_t>(micro_batches.size()));
   const bool backward = pass == Pass::ForwardBackward;
   for (size_t m = 0; m < micro_batches.size(); ++m) {
     models::Routing routing;
@@ -108,7 +100,9 @@ StepLoss step_loss(ParallelModel& model, const std::vector<MicroBatch>& micro_ba
     loss.backward();
   }
   if (backward) model.finish_backward();
-  reduce_over_token_ranks(model, step);
+  // Each rank holding different tokens holds every global micro-batch's aux loss: the sum over
+  // them divided by the summed micro-batches is the mean.
+  sum_step_loss(mesh.group(MeshDim::DpCpSp), step);
   return step;
 }
 

@@ -8,8 +8,11 @@
 #include <optional>
 #include <vector>
 
+#include "nn/router_record.h"
+
 namespace meshtrain::dist {
 class DeviceMesh;
+class Group;
 }  // namespace meshtrain::dist
 
 namespace meshtrain::parallel {
@@ -43,6 +46,13 @@ enum class Pass { Forward, ForwardBackward };
 
 // The global step's target count: this rank's micro-batches' targets summed over dp. Collective.
 int64_t global_target_count(const dist::DeviceMesh& mesh, const std::vector<MicroBatch>& micro_batches);
+
+// One micro-batch's routing on this rank: the global micro-batch's load-balancing loss, tokens
+// per expert [MoE layers it ran, E] (undefined for none) and the assignments dropped.
+MoeStepStats routing_stats(const std::vector<nn::RouterRecord>& routing, double aux_loss);
+
+// Sums a step's record (loss sum and MoE routing) over the group. Collective over it.
+void sum_step_loss(dist::Group& group, StepLoss& step);
 
 // Runs this rank's micro-batches of one global step. With backward, each micro-batch's loss sum
 // is divided by the global target count, so the accumulated gradients are those of the
