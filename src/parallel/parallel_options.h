@@ -34,6 +34,7 @@ AcMode parse_ac_mode(const std::string& name);
 // Pipeline parallelism over the pp dim: the schedule and how the layers split into stages.
 struct PipelineOptions {
   PipelineSchedule schedule = PipelineSchedule::OneFOneB;
+  int64_t virtual_stages = 1;             // stages per rank (interleaved schedules)
   std::vector<int64_t> layers_per_stage;  // one count per stage; empty: an even split
 };
 
