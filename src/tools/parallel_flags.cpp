@@ -12,11 +12,12 @@ namespace meshtrain::tools {
 
 std::vector<FlagSpec> parallel_flag_specs() {
   return {
-      {"pp_size", "pipeline stages, the outermost mesh dim: the decoder layers split into pp_size contiguous "
-                  "stages (default 1)"},
+      {"pp_size", "pipeline ranks, the outermost mesh dim: the decoder layers split into pp_size (x "
+                  "pp_virtual_stages) contiguous stages (default 1)"},
       {"pipeline_parallel_schedule", "pipeline schedule: GPipe | 1F1B | Interleaved1F1B | InterleavedZeroBubble "
                                      "(default 1F1B); its micro-batches are the gradient_accumulation_steps, at "
-                                     "least pp_size of them (interleaved: a multiple of max(1, steps / pp_size))"},
+                                     "least pp_size of them (interleaved: M of them in max(1, M / pp_size) equal "
+                                     "rounds)"},
       {"pp_layers_per_stage", "decoder layers per pipeline stage: N, or N1,N2,... one per stage (default: an even "
                               "split)"},
       {"pp_virtual_stages", "pipeline stages per rank for the interleaved schedules, rank r holding stages r, "
