@@ -57,9 +57,10 @@ at::Tensor LlamaModel::forward(const at::Tensor& input_ids, const at::Tensor& po
 }
 
 at::Tensor LlamaModel::forward_layers(at::Tensor hidden, const at::Tensor& position_ids, Routing* routing,
-                                      const at::Tensor& document_ids) {
+                                      const at::Tensor& document_ids, int64_t begin, int64_t end) {
   auto rope = rotary_.tables(position_ids, hidden.scalar_type());
-  for (size_t i = 0; i < layers.size(); ++i) {
+  if (end < 0) end = static_cast<int64_t>(layers.size());
+  for (auto i = static_cast<size_t>(begin); i < static_cast<size_t>(end); ++i) {
     if (!layers[i]) continue;
     // By value: a runner may run the layer again in backward (activation checkpointing).
     auto out = runners.run(static_cast<int64_t>(i), [layer = layers[i], rope, document_ids](const at::Tensor& x) {
@@ -89,17 +90,21 @@ at::Tensor LlamaForCausalLM::forward(const at::Tensor& input_ids, const at::Tens
   return tied_head_style->linear(hidden, model->embed_tokens->weight, {});
 }
 
-void LlamaForCausalLM::keep_slice(int64_t begin, int64_t end, bool embedding, bool head) {
+void LlamaForCausalLM::keep_slice(const std::vector<std::pair<int64_t, int64_t>>& ranges, bool embedding, bool head) {
   auto& m = *model;
-  MT_CHECK(0 <= begin && begin <= end && end <= static_cast<int64_t>(m.layers.size()), "layers [", begin, ", ", end,
-           ") are not a slice of ", m.layers.size(), " layers");
+  std::vector<bool> held(m.layers.size());
+  for (auto [begin, end] : ranges) {
+    MT_CHECK(0 <= begin && begin <= end && end <= static_cast<int64_t>(m.layers.size()), "layers [", begin, ", ",
+             end, ") are not a slice of ", m.layers.size(), " layers");
+    for (auto i = begin; i < end; ++i) held[static_cast<size_t>(i)] = true;
+  }
   at::NoGradGuard no_grad;
   auto drop = [](torch::nn::Module& module) {  // the module may stay referenced: free its weights
     for (auto& p : module.parameters()) p.set_data(at::empty({0}, p.options()));
   };
   auto list = m.named_children()["layers"];
   for (int64_t i = 0; i < static_cast<int64_t>(m.layers.size()); ++i) {
-    if ((i >= begin && i < end) || !m.layers[i]) continue;
+    if (held[static_cast<size_t>(i)] || !m.layers[i]) continue;
     drop(*m.layers[i]);
     list->unregister_module(std::to_string(i));
     m.layers[i] = nullptr;
@@ -130,11 +135,18 @@ void LlamaForCausalLM::keep_slice(int64_t begin, int64_t end, bool embedding, bo
   is_slice_ = true;
 }
 
-at::Tensor LlamaForCausalLM::forward_slice(const at::Tensor& input, const at::Tensor& position_ids,
-                                           Routing* routing, const at::Tensor& document_ids) {
-  auto hidden = holds_embedding_ ? model->embed_tokens->forward(input) : input;
-  hidden = model->forward_layers(hidden, position_ids, routing, document_ids);
-  if (!holds_head_) return hidden;
+at::Tensor LlamaForCausalLM::forward_slice(int64_t begin, int64_t end, const at::Tensor& input,
+                                           const at::Tensor& position_ids, Routing* routing,
+                                           const at::Tensor& document_ids) {
+  const auto layers = static_cast<int64_t>(model->layers.size());
+  MT_CHECK(0 <= begin && begin < end && end <= layers, "layers [", begin, ", ", end, ") of ", layers);
+  for (auto i = begin; i < end; ++i) MT_CHECK(model->layers[static_cast<size_t>(i)], "layer ", i, " is not held here");
+  const bool embedding = begin == 0, head = end == layers;
+  MT_CHECK((!embedding || holds_embedding_) && (!head || holds_head_), "layers [", begin, ", ", end,
+           ") need the embedding or the head, which another stage holds");
+  auto hidden = embedding ? model->embed_tokens->forward(input) : input;
+  hidden = model->forward_layers(hidden, position_ids, routing, document_ids, begin, end);
+  if (!head) return hidden;
   hidden = model->norm->forward(hidden);
   if (lm_head) return lm_head->forward(hidden);
   return tied_head_style->linear(hidden, model->embed_tokens->weight, {});

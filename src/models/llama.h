@@ -44,9 +44,10 @@ class LlamaModel : public torch::nn::Module {
   // attention stays inside each document; undefined: causal over each row.
   at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& position_ids, Routing* routing = nullptr,
                      const at::Tensor& document_ids = {});
-  // The decoder layers this model holds (null entries are skipped), in order.
+  // The decoder layers [begin, end) this model holds (null entries are skipped), in order; end -1:
+  // to the last.
   at::Tensor forward_layers(at::Tensor hidden, const at::Tensor& position_ids, Routing* routing = nullptr,
-                            const at::Tensor& document_ids = {});
+                            const at::Tensor& document_ids = {}, int64_t begin = 0, int64_t end = -1);
 
   std::shared_ptr<nn::Embedding> embed_tokens;
   std::vector<std::shared_ptr<LlamaDecoderLayer>> layers;  // by global index; null where not held
@@ -66,20 +67,20 @@ class LlamaForCausalLM : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& position_ids = {}, Routing* routing = nullptr,
                      const at::Tensor& document_ids = {});
 
-  // Keeps a contiguous slice of the stack, as one pipeline stage holds it (HF's base_model_pp_plan
-  // cuts at the same names): decoder layers [begin, end), the embedding when `embedding`, the
-  // final norm and the head when `head` (a tied head keeps embed_tokens for its weight). The rest
-  // is unregistered, its memory released and its placement dropped, so named_params() and every
-  // unit after see the slice alone, under the serial model's names.
-  void keep_slice(int64_t begin, int64_t end, bool embedding, bool head);
+  // Keeps the slices of the stack one pipeline rank holds (HF's base_model_pp_plan cuts at the
+  // same names): the decoder layers of each [begin, end) range, the embedding when `embedding`,
+  // the final norm and the head when `head` (a tied head keeps embed_tokens for its weight). The
+  // rest is unregistered, its memory released and its placement dropped, so named_params() and
+  // every unit after see the slices alone, under the serial model's names.
+  void keep_slice(const std::vector<std::pair<int64_t, int64_t>>& ranges, bool embedding, bool head);
   bool holds_embedding() const { return holds_embedding_; }
   bool holds_head() const { return holds_head_; }
   bool is_slice() const { return is_slice_; }
-  // The slice's forward: input_ids [B, T] when it holds the embedding, else hidden [B, T', D];
-  // logits when it holds the head, else hidden states. position_ids [B, T] always; document_ids as
-  // forward takes them.
-  at::Tensor forward_slice(const at::Tensor& input, const at::Tensor& position_ids, Routing* routing = nullptr,
-                           const at::Tensor& document_ids = {});
+  // The forward of the held layers [begin, end): input_ids [B, T] when begin is 0 (through the
+  // embedding), else hidden [B, T', D]; logits when end is the last layer's (through the norm and
+  // the head), else hidden states. position_ids [B, T] always; document_ids as forward takes them.
+  at::Tensor forward_slice(int64_t begin, int64_t end, const at::Tensor& input, const at::Tensor& position_ids,
+                           Routing* routing = nullptr, const at::Tensor& document_ids = {});
 
   // Fresh weights as HF initialises them (normal(0, initializer_range) for matrices, ones for
   // norms, zeros for biases, a zero padding row), each drawn from a generator keyed by

@@ -184,9 +184,12 @@ void Fsdp::gather(Unit& unit) {
   }
 }
 
-void Fsdp::gather_root() {
+void Fsdp::gather_root(int64_t first_layer) {
   gather(units_[0]);
-  if (units_.size() > 1) prefetch(units_[1]);
+  // Only the layer this forward runs first: a prefetch still pending when the step ends would
+  // carry the old weights into the next step.
+  const auto next = static_cast<size_t>(first_layer) + 1;
+  if (next < units_.size()) prefetch(units_[next]);
 }
 
 void Fsdp::gather_layer(int64_t index) {

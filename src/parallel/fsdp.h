@@ -34,9 +34,9 @@ class Fsdp {
     std::optional<dist::PendingGather> pending;
   };
 
-  // Gathers the root unit into the model's slots and starts layer 0's gather; call before
-  // each forward.
-  void gather_root();
+  // Gathers the root unit into the model's slots and starts the gather of the first layer the
+  // forward runs (a pipeline stage's first); call before each forward.
+  void gather_root(int64_t first_layer = 0);
   // Layer runner and backward hooks.
   void gather_layer(int64_t index);
   void after_layer_forward(int64_t index, at::Tensor& out);

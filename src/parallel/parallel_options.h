@@ -41,6 +41,7 @@ at::ScalarType parse_reduce_dtype(const std::string& name);
 // Pipeline parallelism over the pp dim: the schedule and how the layers split into stages.
 struct PipelineOptions {
   PipelineSchedule schedule = PipelineSchedule::OneFOneB;
+  int64_t virtual_stages = 1;             // stages per rank (interleaved schedules)
   std::vector<int64_t> layers_per_stage;  // one count per stage; empty: an even split
 };
 

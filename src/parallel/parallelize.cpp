@@ -36,6 +36,12 @@ Parallelized parallelize(models::LlamaForCausalLM& model, const dist::DeviceMesh
            in_tp ? "allreduce" : "alltoall", "): the mesh was built with ep ", mesh.size(Ep),
            s.ep_in_tp ? " in the tp group" : " in dp_shard x cp");
   MT_CHECK(o.ep_size == 1 || !model.moe_layers().empty(), "--ep_size ", o.ep_size, ": the model has no MoE layers");
+  // Activation checkpointing accumulates the weight gradients when its backward recomputes,
+  // which an input-gradient-only backward would then count twice.
+  if (s.pp > 1 && splits_backward(o.pp.schedule) && o.ac_mode != AcMode::None)
+    throw UsageError(str_cat("--pipeline_parallel_schedule ", pipeline_schedule_name(o.pp.schedule),
+                             " splits each backward in two, which activation checkpointing does not support; "
+                             "use Interleaved1F1B or --ac_mode none"));
   Parallelized p;
   p.tp = std::make_unique<TpReport>();
   // 0. Pipeline stages first: a stage is the serial model's slice, and every unit after it
@@ -85,6 +91,12 @@ ParallelModel::ParallelModel(std::shared_ptr<models::LlamaForCausalLM> model,
       device_(options.device),
       pipeline_(options.pp),
       parts_(parallelize(*model_, *mesh_, options)) {
+  const int64_t pp = mesh_->size(MeshDim::Pp);
+  if (pp == 1) stage_layers_.emplace_back(0, model_->config().num_hidden_layers);
+  else
+    for (auto& st : split_stages(model_->config().num_hidden_layers, pp, pipeline_.layers_per_stage,
+                                 pipeline_.virtual_stages))
+      stage_layers_.emplace_back(st.begin, st.end);
   std::map<std::string, at::Tensor> params;
   for (auto& [name, p] : model_->named_params()) params[name] = p;
   for (auto& [dim, names] : parts_.sync->after_backward()) {
@@ -128,12 +140,13 @@ at::Tensor ParallelModel::loss_sum(const at::Tensor& input_ids, const at::Tensor
   return logits_loss_sum(forward(in.ids, in.positions, routing, in.documents), targets);
 }
 
-at::Tensor ParallelModel::stage_forward(const at::Tensor& input_ids, const at::Tensor& hidden,
+at::Tensor ParallelModel::stage_forward(int64_t stage, const at::Tensor& input_ids, const at::Tensor& hidden,
                                         const at::Tensor& position_ids, models::Routing* routing) {
-  if (parts_.fsdp) parts_.fsdp->gather_root();
+  const auto [begin, end] = stage_layers_.at(static_cast<size_t>(stage));
+  if (parts_.fsdp) parts_.fsdp->gather_root(begin);
   const auto in = local_inputs(input_ids, position_ids);
   AutocastGuard autocast(bf16_);
-  return model_->forward_slice(model_->holds_embedding() ? in.ids : hidden, in.positions, routing, in.documents);
+  return model_->forward_slice(begin, end, stage == 0 ? in.ids : hidden, in.positions, routing, in.documents);
 }
 
 at::Tensor ParallelModel::logits_loss_sum(const at::Tensor& logits, const at::Tensor& targets) {

@@ -50,12 +50,15 @@ class ParallelModel {
   at::Tensor loss_sum(const at::Tensor& input_ids, const at::Tensor& targets, models::Routing* routing = nullptr,
                       const at::Tensor& position_ids = {});
 
-  // Pipeline stages (parallel/pipeline_runner.h). This stage's forward of one micro-batch: the
-  // first stage reads input_ids [B, T] (cut to this rank's sequence shard), the others `hidden`,
-  // the activation the previous stage sent; the last returns logits, the others hidden states.
-  // position_ids as loss_sum takes them; the stage's MoE layers' router records go to `routing`.
-  at::Tensor stage_forward(const at::Tensor& input_ids, const at::Tensor& hidden, const at::Tensor& position_ids = {},
-                           models::Routing* routing = nullptr);
+  // Pipeline stages (parallel/pipeline_runner.h). The forward of one micro-batch through `stage`
+  // (global, one this rank holds): the first stage reads input_ids [B, T] (cut to this rank's
+  // sequence shard), the others `hidden`, the activation the previous stage sent; the last returns
+  // logits, the others hidden states. position_ids as loss_sum takes them; the stage's MoE
+  // layers' router records go to `routing`.
+  at::Tensor stage_forward(int64_t stage, const at::Tensor& input_ids, const at::Tensor& hidden,
+                           const at::Tensor& position_ids = {}, models::Routing* routing = nullptr);
+  // All the pipeline's stages (pp_size · virtual stages); 1 without pp.
+  int64_t pipeline_stages() const { return static_cast<int64_t>(stage_layers_.size()); }
   // The summed cross entropy of the last stage's logits against the micro-batch's targets.
   at::Tensor logits_loss_sum(const at::Tensor& logits, const at::Tensor& targets);
   // The shape of the hidden states passed between stages for a micro-batch of input_ids:
@@ -98,6 +101,7 @@ class ParallelModel {
   at::ScalarType reduce_dtype_ = at::kFloat;
   c10::Device device_ = c10::kCPU;
   PipelineOptions pipeline_;
+  std::vector<std::pair<int64_t, int64_t>> stage_layers_;  // decoder layers [begin, end) of every stage
   Parallelized parts_;
   std::vector<std::pair<dist::Group*, std::vector<at::Tensor>>> after_backward_;  // the plan's all-reduces
 };

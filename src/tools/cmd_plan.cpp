@@ -51,15 +51,18 @@ void print_sync_plan(const std::string& config_path, const dist::MeshSizes& size
 // The pipeline stages: their ranks, decoder layers, and which holds the embedding and the head.
 void print_stages(const std::string& config_path, const dist::MeshSizes& sizes, const parallel::ParallelOptions& o) {
   const auto config = models::LlamaConfig::load(config_path);
-  const auto split = parallel::split_stages(config.num_hidden_layers, sizes.pp, o.pp.layers_per_stage);
+  const auto split =
+      parallel::split_stages(config.num_hidden_layers, sizes.pp, o.pp.layers_per_stage, o.pp.virtual_stages);
   const int64_t per_stage = sizes.product() / sizes.pp;
-  std::printf("pipeline: %lld stages, schedule %s\n", (long long)sizes.pp, parallel::pipeline_schedule_name(o.pp.schedule));
+  std::printf("pipeline: %lld stages, schedule %s\n", (long long)split.size(),
+              parallel::pipeline_schedule_name(o.pp.schedule));
   for (size_t s = 0; s < split.size(); ++s) {
     std::string extra;
     if (s == 0) extra += " + embed_tokens";
     if (s + 1 == split.size()) extra += config.tie_word_embeddings ? " + norm, tied head (embed_tokens)" : " + norm, lm_head";
-    std::printf("  stage %zu (ranks %lld-%lld): layers %lld-%lld%s\n", s, (long long)(s * per_stage),
-                (long long)((s + 1) * per_stage - 1), (long long)split[s].begin, (long long)split[s].end - 1,
+    const auto rank = static_cast<int64_t>(s) % sizes.pp;  // stage s on pp rank s mod pp_size
+    std::printf("  stage %zu (ranks %lld-%lld): layers %lld-%lld%s\n", s, (long long)(rank * per_stage),
+                (long long)((rank + 1) * per_stage - 1), (long long)split[s].begin, (long long)split[s].end - 1,
                 extra.c_str());
   }
 }

@@ -12,13 +12,16 @@ namespace meshtrain::tools {
 
 std::vector<FlagSpec> parallel_flag_specs() {
   return {
-      {"pp_size", "pipeline stages, the outermost mesh dim: the decoder layers split into pp_size contiguous "
-                  "stages (default 1)"},
-      {"pipeline_parallel_schedule", "pipeline schedule: GPipe | 1F1B (default 1F1B); its micro-batches are the "
-                                     "gradient_accumulation_steps, at least pp_size of them"},
+      {"pp_size", "pipeline ranks, the outermost mesh dim: the decoder layers split into pp_size (x "
+                  "pp_virtual_stages) contiguous stages (default 1)"},
+      {"pipeline_parallel_schedule", "pipeline schedule: GPipe | 1F1B | Interleaved1F1B | InterleavedZeroBubble "
+                                     "(default 1F1B); its micro-batches are the gradient_accumulation_steps, at "
+                                     "least pp_size of them (interleaved: M of them in max(1, M / pp_size) equal "
+                                     "rounds)"},
       {"pp_layers_per_stage", "decoder layers per pipeline stage: N, or N1,N2,... one per stage (default: an even "
                               "split)"},
-      {"pp_virtual_stages", "pipeline stages per rank, for interleaved schedules (default 1)"},
+      {"pp_virtual_stages", "pipeline stages per rank for the interleaved schedules, rank r holding stages r, "
+                            "r + pp_size, ... (default 2; 1 for GPipe and 1F1B)"},
       {"dp_replicate_size", "data-parallel replicas: DDP, or HSDP with dp_shard (default 1)"},
       {"dp_shard_size", "FSDP shards; -1 takes what the other sizes leave (default 1)"},
       {"tp_size", "tensor-parallel size (default 1)"},
@@ -101,14 +104,18 @@ parallel::ParallelOptions parallel_options_from(const Flags& flags) {
     throw UsageError("--ac_every applies to --ac_mode selective");
   const int64_t pp = flags.get_int("pp_size", 1);
   o.pp.schedule = parallel::parse_pipeline_schedule(flags.get("pipeline_parallel_schedule", "1F1B"));
-  const int64_t virtual_stages = flags.get_int("pp_virtual_stages", 1);
-  if (virtual_stages != 1)
-    throw UsageError(str_cat("--pp_virtual_stages ", virtual_stages, ": the ",
+  const bool interleaved = parallel::is_interleaved(o.pp.schedule);
+  o.pp.virtual_stages = flags.get_int("pp_virtual_stages", interleaved ? 2 : 1);
+  if (!interleaved && o.pp.virtual_stages != 1)
+    throw UsageError(str_cat("--pp_virtual_stages ", o.pp.virtual_stages, ": the ",
                              parallel::pipeline_schedule_name(o.pp.schedule),
                              " schedule has one stage per rank and no virtual stages"));
+  if (o.pp.virtual_stages < 1)
+    throw UsageError(str_cat("--pp_virtual_stages must be at least 1, got ", o.pp.virtual_stages));
   if (flags.has("pp_layers_per_stage")) {
     if (pp == 1) throw UsageError("--pp_layers_per_stage needs pp_size > 1");
-    o.pp.layers_per_stage = parallel::parse_layers_per_stage(flags.get("pp_layers_per_stage", ""), pp);
+    o.pp.layers_per_stage =
+        parallel::parse_layers_per_stage(flags.get("pp_layers_per_stage", ""), pp * o.pp.virtual_stages);
   }
   return o;
 }

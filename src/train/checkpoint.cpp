@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 #include <cstdio>
+#include <limits>
 #include <map>
 #include <regex>
 
@@ -316,8 +317,17 @@ std::string recv_text(dist::Group& g, int src) {
   return std::string(static_cast<const char*>(bytes.data_ptr()), static_cast<size_t>(bytes.numel()));
 }
 
-// Under pipeline parallelism rank 0 writes every stage's tensors, in stage order (the serial
-// model's order). Each stage gathers its tensors over its own shard dims as usual; the member of
+// Where an HF tensor comes in the serial model: the embedding, the decoder layers in order, then
+// the final norm and the head.
+int64_t serial_position(const std::string& name) {
+  static const std::string layers = "model.layers.";
+  if (name.starts_with("model.embed_tokens.")) return 0;
+  if (!name.starts_with(layers)) return std::numeric_limits<int64_t>::max();
+  return 1 + std::stoll(name.substr(layers.size()));
+}
+
+// Under pipeline parallelism rank 0 writes every stage's tensors, in the serial model's order.
+// Each stage gathers its tensors over its own shard dims as usual; the member of
 // rank 0's pp group on stage s sends them on to rank 0, after the list of their names and shapes.
 void export_pipelined(parallel::ParallelModel& model, const fs::path& dir, uint64_t max_shard_bytes) {
   auto& m = model.model();
@@ -349,22 +359,30 @@ void export_pipelined(parallel::ParallelModel& model, const fs::path& dir, uint6
   } else if (mesh.rank() != 0) {
     for (auto& t : mine) local(t);  // stage 0's gathers, in rank 0's order
   } else {
-    std::vector<io::TensorSpec> specs;
-    std::vector<int> stage_of;
-    for (auto& t : mine) {
-      specs.push_back({t.name, params.at(t.param).scalar_type(), t.shape});
-      stage_of.push_back(0);
-    }
+    struct Entry {
+      io::TensorSpec spec;
+      int rank;      // the pp rank that holds it
+      size_t local;  // its index in `mine` on rank 0
+    };
+    std::vector<Entry> entries;
+    for (size_t i = 0; i < mine.size(); ++i)
+      entries.push_back({{mine[i].name, params.at(mine[i].param).scalar_type(), mine[i].shape}, 0, i});
     for (int s = 1; s < pp.size(); ++s)
-      for (auto& entry : nlohmann::json::parse(recv_text(pp, s))) {
-        specs.push_back({entry[0].get<std::string>(), static_cast<at::ScalarType>(entry[1].get<int>()),
-                         entry[2].get<std::vector<int64_t>>()});
-        stage_of.push_back(s);
-      }
+      for (auto& entry : nlohmann::json::parse(recv_text(pp, s)))
+        entries.push_back({{entry[0].get<std::string>(), static_cast<at::ScalarType>(entry[1].get<int>()),
+                            entry[2].get<std::vector<int64_t>>()},
+                           s, 0});
+    // The serial order: with virtual stages a rank holds layers that are not contiguous. The sort
+    // is stable, so each rank's tensors keep the order it sends them in.
+    std::stable_sort(entries.begin(), entries.end(),
+                     [](const Entry& a, const Entry& b) { return serial_position(a.spec.name) < serial_position(b.spec.name); });
+    std::vector<io::TensorSpec> specs;
+    for (auto& e : entries) specs.push_back(e.spec);
     auto source = [&](size_t i) {
-      if (stage_of[i] == 0) return local(mine[i]);
-      auto t = at::empty(specs[i].shape, at::TensorOptions().dtype(specs[i].dtype));
-      dist::recv(pp, t, stage_of[i]);
+      const auto& e = entries[i];
+      if (e.rank == 0) return local(mine[e.local]);
+      auto t = at::empty(e.spec.shape, at::TensorOptions().dtype(e.spec.dtype));
+      dist::recv(pp, t, e.rank);
       return t;
     };
     io::save_checkpoint_tensors(dir, specs, source, max_shard_bytes);

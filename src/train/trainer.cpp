@@ -200,7 +200,9 @@ Trainer::Trainer(std::shared_ptr<parallel::ParallelModel> model, const data::Tok
   args_.validate();
   MT_CHECK(seq_len_ >= 2, "--seq_len must be at least 2, got ", seq_len_);
   model_->check_sequence_length(seq_len_);
-  parallel::check_pipeline_micro_batches(model_->mesh().size(MeshDim::Pp), args_.gradient_accumulation_steps);
+  if (model_->mesh().size(MeshDim::Pp) > 1)
+    parallel::check_pipeline_micro_batches(model_->pipeline().schedule, model_->mesh().size(MeshDim::Pp),
+                                           args_.gradient_accumulation_steps);
   dataset_.check_ids(model_->model().config().vocab_size);
 }
 

@@ -1,10 +1,11 @@
 // Pipeline parallelism against one rank: llama-tiny with 4 decoder layers (and a tied-embedding
-// variant) trains 10 steps of the same global batch under GPipe and 1F1B on 2 and 4 stages, and
-// pp 2 composed with FSDP (also with activation checkpointing), DDP, tensor parallelism with
-// sequence parallelism, context and Ulysses parallelism; every step's loss
-// and gradient norm within 1e-5 relative of the single-rank run. A checkpoint saved under pp 2
+// variant) trains 10 steps of the same global batch under GPipe and 1F1B on 2 and 4 stages, the
+// interleaved schedules (Interleaved1F1B, InterleavedZeroBubble) with two stages per rank on pp 2,
+// and pp 2 composed with FSDP (also with activation checkpointing), DDP, tensor parallelism with
+// sequence parallelism, context and Ulysses parallelism; every step's loss and gradient norm
+// within 1e-5 relative of the single-rank run. A checkpoint saved under pp 2 (also interleaved)
 // resumes on one rank (and one from one rank under pp 2) on the same curve, and the HF export of
-// a pipelined model is byte-identical to the single-rank export.
+// a pipelined model (also interleaved) is byte-identical to the single-rank export.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -128,6 +129,22 @@ parallel::ParallelOptions schedule(parallel::PipelineSchedule s) {
   return o;
 }
 
+// Two stages per rank: on pp 2 rank 0 holds layers 0 and 2, rank 1 layers 1 and 3.
+parallel::ParallelOptions interleaved(parallel::PipelineSchedule s) {
+  auto o = schedule(s);
+  o.pp.virtual_stages = 2;
+  return o;
+}
+
+// The tied weight on the two end ranks stays equal, and the single rank's.
+void expect_tied_copies_equal(Run& run, int64_t pp) {
+  ASSERT_EQ(run.embedding_by_stage.size(), 2u);
+  ASSERT_TRUE(run.embedding_by_stage.count(0) && run.embedding_by_stage.count(pp - 1));
+  EXPECT_TRUE(at::equal(run.embedding_by_stage[0], run.embedding_by_stage[pp - 1]));
+  const auto& ref = single_tied().embedding_by_stage.at(0);
+  EXPECT_LT(((run.embedding_by_stage[0] - ref).abs().max() / ref.abs().max()).item<double>(), 1e-4);
+}
+
 }  // namespace
 
 TEST(PipelineParity, GPipeAndOneFOneBOnTwoStages) {
@@ -198,13 +215,64 @@ TEST(PipelineParity, TiedEmbeddingsStayEqualOnTheEndStages) {
   for (int64_t pp : {2, 4}) {
     auto run = train_run("pp" + std::to_string(pp) + "_tied", with_pp(sizes(1, 1), pp), 4, four_layers(true));
     expect_parity(run, single_tied());
-    ASSERT_EQ(run.embedding_by_stage.size(), 2u);
-    ASSERT_TRUE(run.embedding_by_stage.count(0) && run.embedding_by_stage.count(pp - 1));
-    EXPECT_TRUE(at::equal(run.embedding_by_stage[0], run.embedding_by_stage[pp - 1]));
-    const auto& ref = single_tied().embedding_by_stage.at(0);  // and they are the single rank's weight
-    EXPECT_LT(((run.embedding_by_stage[0] - ref).abs().max() / ref.abs().max()).item<double>(), 1e-4);
+    expect_tied_copies_equal(run, pp);
     fs::remove_all(run.dir);
   }
+}
+
+// Interleaved 1F1B on pp 2 with two stages per rank (non-contiguous layers on each rank), with
+// tied embeddings too.
+TEST(PipelineParity, Interleaved1F1BOnTwoRanksOfTwoStages) {
+  const auto o = interleaved(parallel::PipelineSchedule::Interleaved1F1B);
+  auto run = train_run("pp2_v2_Interleaved1F1B", with_pp(sizes(1, 1), 2), 4, four_layers(), o);
+  expect_parity(run, single());
+  fs::remove_all(run.dir);
+  run = train_run("pp2_v2_Interleaved1F1B_tied", with_pp(sizes(1, 1), 2), 4, four_layers(true), o);
+  expect_parity(run, single_tied());
+  expect_tied_copies_equal(run, 2);
+  fs::remove_all(run.dir);
+}
+
+// Zero bubble: input and weight gradients apart; DDP's buckets and the tied embedding's sum still
+// run once per step, after the last weight gradient.
+TEST(PipelineParity, InterleavedZeroBubbleAlsoTiedAndTimesDdp2) {
+  const auto o = interleaved(parallel::PipelineSchedule::InterleavedZeroBubble);
+  auto run = train_run("pp2_v2_InterleavedZeroBubble", with_pp(sizes(1, 1), 2), 4, four_layers(), o);
+  expect_parity(run, single());
+  fs::remove_all(run.dir);
+  run = train_run("pp2_v2_InterleavedZeroBubble_tied", with_pp(sizes(1, 1), 2), 4, four_layers(true), o);
+  expect_parity(run, single_tied());
+  expect_tied_copies_equal(run, 2);
+  fs::remove_all(run.dir);
+  run = train_run("pp2_v2_InterleavedZeroBubble_ddp2", with_pp(sizes(2, 1), 2), 2, four_layers(), o);
+  expect_parity(run, single());
+  fs::remove_all(run.dir);
+}
+
+// FSDP inside interleaved stages: each rank gathers and reduce-scatters the layers of both its
+// stages (in the weight backward under zero bubble).
+TEST(PipelineParity, InterleavedSchedulesTimesFsdp2) {
+  for (auto s : {parallel::PipelineSchedule::Interleaved1F1B, parallel::PipelineSchedule::InterleavedZeroBubble}) {
+    auto run = train_run(std::string("pp2_v2_fsdp2_") + parallel::pipeline_schedule_name(s), with_pp(sizes(1, 2), 2),
+                         2, four_layers(), interleaved(s));
+    expect_parity(run, single());
+    fs::remove_all(run.dir);
+  }
+}
+
+TEST(PipelineParity, CheckpointsMoveBetweenInterleavedStagesAndOneRank) {
+  const auto o = interleaved(parallel::PipelineSchedule::Interleaved1F1B);
+  auto saving = train_run("pp2_v2_saving", with_pp(sizes(1, 1), 2), 2, four_layers(), o, /*save_steps=*/5);
+  expect_parity(saving, single());
+  auto one = train_run("pp2_v2_to_one", sizes(1, 1), 2, four_layers(), {}, 0, (saving.dir / "checkpoint-5").string());
+  EXPECT_EQ(one.losses.size(), 5u);
+  expect_parity(one, single());
+  auto staged = train_run("one_to_pp2_v2", with_pp(sizes(1, 1), 2), 2, four_layers(),
+                          interleaved(parallel::PipelineSchedule::InterleavedZeroBubble), 0,
+                          (single().dir / "checkpoint-5").string());
+  EXPECT_EQ(staged.losses.size(), 5u);
+  expect_parity(staged, single());
+  for (auto* r : {&saving, &one, &staged}) fs::remove_all(r->dir);
 }
 
 TEST(PipelineParity, CheckpointsMoveBetweenTwoStagesAndOneRank) {
@@ -228,11 +296,12 @@ TEST(PipelineHfExport, IsByteIdenticalToTheSingleRankExport) {
   for (bool tied : {true, false}) {
     j["tie_word_embeddings"] = tied;
     auto config = models::LlamaConfig::from_json(j, "tied-llama3-4");
-    auto export_with = [&](const dist::MeshSizes& mesh_sizes, const std::string& name) {
+    auto export_with = [&](const dist::MeshSizes& mesh_sizes, const std::string& name,
+                           const parallel::ParallelOptions& options = {}) {
       run_ranks(mesh_sizes, [&](std::shared_ptr<dist::DeviceMesh> mesh) {
         auto model = std::make_shared<models::LlamaForCausalLM>(config);
         model->init_weights(9);
-        parallel::ParallelModel pm(model, mesh, {});
+        parallel::ParallelModel pm(model, mesh, options);
         train::export_hf_checkpoint(pm, base / name, /*max_shard_bytes=*/60000);
       });
     };
@@ -240,10 +309,11 @@ TEST(PipelineHfExport, IsByteIdenticalToTheSingleRankExport) {
     export_with(with_pp(sizes(1, 1), 2), "pp2");
     export_with(with_pp(sizes(1, 1), 4), "pp4");
     export_with(with_pp(sizes(1, 2), 2), "pp2_fsdp2");
+    export_with(with_pp(sizes(1, 1), 2), "pp2_v2", interleaved(parallel::PipelineSchedule::Interleaved1F1B));
     int files = 0;
     for (auto& entry : fs::directory_iterator(base / "single")) {
       const auto file = entry.path().filename();
-      for (auto other : {"pp2", "pp4", "pp2_fsdp2"}) {
+      for (auto other : {"pp2", "pp4", "pp2_fsdp2", "pp2_v2"}) {
         ASSERT_TRUE(fs::exists(base / other / file)) << other << "/" << file;
         EXPECT_TRUE(meshtrain::testing::read_bytes(entry.path()) == meshtrain::testing::read_bytes(base / other / file))
             << other << "/" << file << " differs (tied " << tied << ")";

@@ -279,16 +279,39 @@ TEST(DistributedCli, TwoPipelineStagesReproduceOneRankAndBadPipelineInputIsRejec
                "pipeline parallelism with pp_size 2 needs at least 2 micro-batches per step, but "
                "--gradient_accumulation_steps is 1");
   expect_error(train_args(bad, 2) + " --pipeline_parallel_schedule Foo",
-               "unknown --pipeline_parallel_schedule 'Foo': the schedules are GPipe, 1F1B");
+               "unknown --pipeline_parallel_schedule 'Foo': the schedules are GPipe, 1F1B, Interleaved1F1B, "
+               "InterleavedZeroBubble");
   expect_error(train_args(bad, 2) + " --pipeline_parallel_schedule ZBVZeroBubble",
                "--pipeline_parallel_schedule ZBVZeroBubble is not implemented yet");
   expect_error(train_args(bad, 2) + " --pipeline_parallel_schedule GPipe --pp_virtual_stages 2",
                "--pp_virtual_stages 2: the GPipe schedule has one stage per rank and no virtual stages");
+  expect_error(train_args(bad, 2) + " --pp_virtual_stages 2",
+               "--pp_virtual_stages 2: the 1F1B schedule has one stage per rank and no virtual stages");
+  expect_error(" launch -n 2 --" + train_args(bad, 1) + " --pp_size 2 --gradient_accumulation_steps 5"
+               " --pipeline_parallel_schedule Interleaved1F1B --pp_virtual_stages 1",
+               "--pipeline_parallel_schedule Interleaved1F1B with pp_size 2 splits --gradient_accumulation_steps 5 "
+               "into max(1, 5 / 2) = 2 rounds of equal size; use a multiple of 2");
   const std::string tiny = " --config_name " + kSource + "/configs/llama-tiny";
   expect_error(" plan --world 4 --pp_size 4" + tiny, "pp_size 4 asks for more pipeline stages than the model's 2 "
                "decoder layers");
   expect_error(" plan --world 2 --pp_size 2 --pp_layers_per_stage 2,1" + tiny,
                "--pp_layers_per_stage gives 2 stage(s) of 3 layers in all");
+  const auto six_layers = bad / "six-layers";  // 6 layers on 2 x 2 stages
+  fs::create_directories(six_layers);
+  auto config = nlohmann::json::parse(slurp(fs::path(kSource) / "configs/llama-tiny/config.json"));
+  config["num_hidden_layers"] = 6;
+  std::ofstream(six_layers / "config.json") << config.dump();
+  expect_error(" plan --world 2 --pp_size 2 --pipeline_parallel_schedule Interleaved1F1B --config_name " +
+                   six_layers.string(),
+               "pp_size 2 x pp_virtual_stages 2 (4 stages) does not divide the model's 6 decoder layers evenly");
+  expect_error(" plan --world 2 --pp_size 2 --pipeline_parallel_schedule InterleavedZeroBubble --ac_mode full" + tiny +
+                   " --pp_virtual_stages 1",
+               "--pipeline_parallel_schedule InterleavedZeroBubble splits each backward in two, which activation "
+               "checkpointing does not support");
+  expect_error(" plan --world 2 --pp_size 2 --pipeline_parallel_schedule InterleavedZeroBubble --pp_virtual_stages 1 "
+               "--config_name " + kSource + "/configs/mixtral-tiny",
+               "MoE models (mixtral) run under pipeline parallelism with one stage per rank and whole backwards (GPipe, "
+               "1F1B); InterleavedZeroBubble with pp_virtual_stages 1 does not support them yet");
   EXPECT_FALSE(fs::exists(bad / "model.safetensors"));
   for (auto& d : {single, pp, bad}) fs::remove_all(d);
 }
