@@ -13,8 +13,6 @@
 
 namespace meshtrain::dist {
 
-const char* name_of(Backend backend) { return backend == Backend::Nccl ? "nccl" : "gloo"; }
-
 bool cuda_build() {
 #ifdef MESHTRAIN_CUDA
   return at::detail::getCUDAHooks().isBuilt();

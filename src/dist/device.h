@@ -12,7 +12,6 @@
 namespace meshtrain::dist {
 
 enum class Backend { Gloo, Nccl };
-const char* name_of(Backend backend);
 
 struct RankDevice {
   c10::Device device = c10::kCPU;
