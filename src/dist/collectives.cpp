@@ -231,33 +231,68 @@ void recv(Group& g, at::Tensor& t, int src) {
   if (!ts[0].is_same(t)) t.copy_(ts[0]);
 }
 
-c10::intrusive_ptr<c10d::Work> send_async(Group& g, const at::Tensor& t, int dst, int tag) {
+namespace {
+
+// A point-to-point operation started: its flight token and its work (null while NCCL coalesces).
+struct Started {
+  uint64_t token;
+  c10::intrusive_ptr<c10d::Work> work;
+};
+
+Started start_send(Group& g, const at::Tensor& t, int dst, int tag) {
   MT_CHECK(t.is_contiguous(), "send_async needs a contiguous tensor");
   g.count_sent(nbytes(t));
   const uint64_t token = issue(g, "send", t);
   std::vector<at::Tensor> ts{on_backend(g, t)};  // the work keeps a copy alive
   try {
-    auto work = g.backend().send(ts, dst, tag);
-    attach(g, token, work);
-    return work;
+    return {token, g.backend().send(ts, dst, tag)};
   } catch (const std::exception& e) {
     fail("rank ", g.global_rank(), ": send to ", dst, " on group ", g.name(), " failed: ", e.what());
   }
 }
 
-c10::intrusive_ptr<c10d::Work> recv_async(Group& g, at::Tensor& t, int src, int tag) {
+Started start_recv(Group& g, at::Tensor& t, int src, int tag) {
   MT_CHECK(t.is_contiguous(), "recv_async needs a contiguous tensor");
   MT_CHECK(t.device() == g.device(), "recv_async on group ", g.name(), " needs a tensor on ", g.device(), ", got ",
            t.device());
   const uint64_t token = issue(g, "recv", t);
   std::vector<at::Tensor> ts{t};
   try {
-    auto work = g.backend().recv(ts, src, tag);
-    attach(g, token, work);
-    return work;
+    return {token, g.backend().recv(ts, src, tag)};
   } catch (const std::exception& e) {
     fail("rank ", g.global_rank(), ": recv from ", src, " on group ", g.name(), " failed: ", e.what());
   }
+}
+
+}  // namespace
+
+c10::intrusive_ptr<c10d::Work> send_async(Group& g, const at::Tensor& t, int dst, int tag) {
+  auto started = start_send(g, t, dst, tag);
+  attach(g, started.token, started.work);
+  return started.work;
+}
+
+c10::intrusive_ptr<c10d::Work> recv_async(Group& g, at::Tensor& t, int src, int tag) {
+  auto started = start_recv(g, t, src, tag);
+  attach(g, started.token, started.work);
+  return started.work;
+}
+
+Exchange exchange_async(Group& g, const at::Tensor& out, int dst, at::Tensor& in, int src, int tag) {
+  if (!g.device().is_cuda()) return {send_async(g, out, dst, tag), recv_async(g, in, src, tag)};
+  g.backend().startCoalescing();
+  const auto sent = start_send(g, out, dst, tag);
+  const auto received = start_recv(g, in, src, tag);
+  c10::intrusive_ptr<c10d::Work> both;
+  try {
+    both = g.backend().endCoalescing();
+  } catch (const std::exception& e) {
+    fail("rank ", g.global_rank(), ": send to ", dst, " with recv from ", src, " on group ", g.name(),
+         " failed: ", e.what());
+  }
+  attach(g, sent.token, both);
+  attach(g, received.token, both);
+  return {both, both};  // each wait_work finishes one of the two records
 }
 
 void barrier(Group& g) {

@@ -48,6 +48,13 @@ void recv(Group& g, at::Tensor& t, int src);
 // arrive in the order they were sent.
 c10::intrusive_ptr<c10d::Work> send_async(Group& g, const at::Tensor& t, int dst, int tag = 0);
 c10::intrusive_ptr<c10d::Work> recv_async(Group& g, at::Tensor& t, int src, int tag = 0);
+// A send to dst and a receive from src started together, as a ring step does; finish both works
+// with wait_work(). NCCL matches point-to-point by order, not by tag, so there the two start as
+// one group: two ranks exchanging with each other would otherwise each wait for the other.
+struct Exchange {
+  c10::intrusive_ptr<c10d::Work> send, recv;
+};
+Exchange exchange_async(Group& g, const at::Tensor& out, int dst, at::Tensor& in, int src, int tag = 0);
 void barrier(Group& g);
 
 }  // namespace meshtrain::dist

@@ -161,8 +161,13 @@ std::vector<MeshDim> DeviceMesh::dims_with_groups() const {
 
 void DeviceMesh::create_groups(const c10::intrusive_ptr<c10d::Store>& store, std::chrono::milliseconds timeout,
                                const std::string& master_addr, Backend backend) {
-  for (auto dim : dims_with_groups())
-    groups_[dim] = std::make_shared<Group>(dim, group_ranks(dim), rank_, store, timeout, master_addr, backend);
+  for (auto dim : dims_with_groups()) {
+    // The pipeline posts receives ahead and matches them by tag; NCCL matches point-to-point by
+    // issue order on one stream per pair of ranks, where a receive posted ahead of a send the
+    // other way could wait forever. Its messages go over Gloo, through host memory on GPUs.
+    const Backend b = dim == MeshDim::Pp ? Backend::Gloo : backend;
+    groups_[dim] = std::make_shared<Group>(dim, group_ranks(dim), rank_, store, timeout, master_addr, b);
+  }
 }
 
 void DeviceMesh::create_layout_groups() {

@@ -1,5 +1,6 @@
 #include "nn/moe.h"
 
+#include <atomic>
 #include <numeric>
 
 #include "util/check.h"
@@ -8,9 +9,13 @@ namespace meshtrain::nn {
 
 namespace {
 
+// Set when a GPU's at::_grouped_mm refused (its kernels need bf16 on sm90, or a newer torch):
+// the per-expert loop from then on.
+std::atomic<bool> cuda_grouped_mm_refused{false};
+
 // at::_grouped_mm needs every stride of its operands to be a multiple of 16 bytes.
 bool grouped_mm_applies(const at::Tensor& x, const at::Tensor& w) {
-  if (!x.is_cpu()) return false;
+  if (!x.is_cpu() && !(x.is_cuda() && !cuda_grouped_mm_refused)) return false;
   const int64_t align = 16 / static_cast<int64_t>(x.element_size());
   return x.is_contiguous() && w.is_contiguous() && x.size(1) % align == 0 && w.size(1) % align == 0;
 }
@@ -25,13 +30,19 @@ at::Tensor grouped_linear(const at::Tensor& x, const at::Tensor& w, const std::v
   const int64_t total = std::accumulate(counts.begin(), counts.end(), int64_t{0});
   MT_CHECK(total == x.size(0), "grouped_linear: the counts sum to ", total, " but x has ", x.size(0), " rows");
   if (x.size(0) == 0) return at::mm(x, w.select(0, 0).t());  // [0, out], still in the graph of w
-  if (path == GemmPath::Auto) path = grouped_mm_applies(x, w) ? GemmPath::Grouped : GemmPath::PerExpert;
+  const bool chosen = path == GemmPath::Auto;
+  if (chosen) path = grouped_mm_applies(x, w) ? GemmPath::Grouped : GemmPath::PerExpert;
   if (path == GemmPath::Grouped) {
     std::vector<int32_t> ends(counts.size());
     int64_t end = 0;
     for (size_t g = 0; g < counts.size(); ++g) ends[g] = static_cast<int32_t>(end += counts[g]);
     auto offs = at::tensor(ends, at::TensorOptions(at::kInt)).to(x.device());
-    return at::_grouped_mm(x, w.transpose(1, 2), offs);
+    if (!(chosen && x.is_cuda())) return at::_grouped_mm(x, w.transpose(1, 2), offs);
+    try {  // its checks run before any kernel starts
+      return at::_grouped_mm(x, w.transpose(1, 2), offs);
+    } catch (const c10::Error&) {
+      cuda_grouped_mm_refused = true;
+    }
   }
   std::vector<at::Tensor> parts;
   int64_t start = 0;

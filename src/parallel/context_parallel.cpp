@@ -179,15 +179,15 @@ class KvStream {
     if (strategy_ == CpCommStrategy::AllGather) return all_.narrow(0, source(step) * n_, n_);
     if (step + 1 < g_.size()) {
       next_ = at::empty(current_.sizes(), current_.options().device(g_.device()));  // received where the group receives
-      send_ = dist::send_async(g_, current_, (g_.rank() + 1) % g_.size(), kTagKv);
-      recv_ = dist::recv_async(g_, next_, (g_.rank() - 1 + g_.size()) % g_.size(), kTagKv);
+      step_ = dist::exchange_async(g_, current_, (g_.rank() + 1) % g_.size(), next_,
+                                   (g_.rank() - 1 + g_.size()) % g_.size(), kTagKv);
     }
     return current_;
   }
   void end_step(int step) {
     if (strategy_ == CpCommStrategy::AllGather || step + 1 >= g_.size()) return;
-    dist::wait_work(g_, recv_, "ring attention recv");
-    dist::wait_work(g_, send_, "ring attention send");
+    dist::wait_work(g_, step_.recv, "ring attention recv");
+    dist::wait_work(g_, step_.send, "ring attention send");
     current_ = next_.to(device_);
   }
 
@@ -197,7 +197,7 @@ class KvStream {
   int64_t n_;
   c10::Device device_;
   at::Tensor all_, current_, next_;
-  c10::intrusive_ptr<c10d::Work> send_, recv_;
+  dist::Exchange step_;
 };
 
 std::pair<at::Tensor, at::Tensor> ring_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -235,13 +235,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ring_backward(const at::Tensor& d
   // Ring: the gradient buffer of the current step's source. All-gather: one row per source.
   auto dkv = ring ? at::zeros({n}, q.options().dtype(at::kFloat)) : at::zeros({cp, n}, q.options().dtype(at::kFloat));
   at::Tensor dkv_next;
-  c10::intrusive_ptr<c10d::Work> dkv_send, dkv_recv;
+  dist::Exchange dkv_step;
   for (int step = 0; step < cp; ++step) {
     auto [kb, vb] = unpack(kv.begin_step(step), k.sizes());
     const int src = kv.source(step);
     if (ring && step > 0) {
-      dist::wait_work(g, dkv_recv, "ring attention gradient recv");
-      dist::wait_work(g, dkv_send, "ring attention gradient send");
+      dist::wait_work(g, dkv_step.recv, "ring attention gradient recv");
+      dist::wait_work(g, dkv_step.send, "ring attention gradient send");
       dkv = dkv_next.to(q.device());
     }
     auto [dk_acc, dv_acc] = unpack(ring ? dkv : dkv[src], k.sizes());
@@ -249,15 +249,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ring_backward(const at::Tensor& d
                                dk_acc, dv_acc);
     if (ring) {  // on to the next holder of this source; after the last step, to its owner
       dkv_next = at::empty(dkv.sizes(), dkv.options().device(g.device()));
-      dkv_send = dist::send_async(g, dkv, (rank + 1) % cp, kTagGradKv);
-      dkv_recv = dist::recv_async(g, dkv_next, (rank - 1 + cp) % cp, kTagGradKv);
+      dkv_step = dist::exchange_async(g, dkv, (rank + 1) % cp, dkv_next, (rank - 1 + cp) % cp, kTagGradKv);
     }
     kv.end_step(step);
   }
   at::Tensor mine;
   if (ring) {
-    dist::wait_work(g, dkv_recv, "ring attention gradient recv");
-    dist::wait_work(g, dkv_send, "ring attention gradient send");
+    dist::wait_work(g, dkv_step.recv, "ring attention gradient recv");
+    dist::wait_work(g, dkv_step.send, "ring attention gradient send");
     mine = dkv_next.to(q.device());
   } else {
     mine = dist::reduce_scatter(g, dkv, 0).reshape({n});

@@ -86,9 +86,10 @@ class AllToAllDispatcher : public nn::TokenDispatcher {
     d.row_weights = weights.reshape({-1}).index_select(0, sorted.order);
     // counts[r][j]: rows this rank sends to rank r's local expert j; exchanged, what it receives.
     auto counts = sorted.counts.view({ep, local}).contiguous();
-    auto received = dist::all_to_all(ep_, counts, std::vector<int64_t>(ep, 1), std::vector<int64_t>(ep, 1));
+    // The sizes are read on the host (a no-op on CPU).
+    auto received = dist::all_to_all(ep_, counts, std::vector<int64_t>(ep, 1), std::vector<int64_t>(ep, 1)).cpu();
     auto exchange = std::make_shared<Exchange>();
-    auto send = counts.sum(1), recv = received.sum(1);
+    auto send = counts.sum(1).cpu(), recv = received.sum(1);
     exchange->send_sizes.assign(send.data_ptr<int64_t>(), send.data_ptr<int64_t>() + ep);
     exchange->recv_sizes.assign(recv.data_ptr<int64_t>(), recv.data_ptr<int64_t>() + ep);
     // Received rows come by source rank, each block by local expert: reorder them by expert.

@@ -18,6 +18,7 @@ struct Curve {
 
 struct CurveRun {
   const data::TokenDataset* data = nullptr;
+  std::string config = "configs/llama-tiny";  // under the source tree
   int64_t seq_len = 64;
   int64_t global_batch = 4, accumulation = 2;
   int steps = 6;
@@ -26,7 +27,7 @@ struct CurveRun {
 
 inline Curve train_curve(const std::string& name, const dist::MeshSizes& mesh_sizes,
                          const parallel::ParallelOptions& options, const CurveRun& how) {
-  const auto config = models::LlamaConfig::load(std::filesystem::path(MESHTRAIN_SOURCE_DIR) / "configs/llama-tiny");
+  const auto config = models::LlamaConfig::load(std::filesystem::path(MESHTRAIN_SOURCE_DIR) / how.config);
   const auto dir = std::filesystem::temp_directory_path() / ("mt_curve_" + std::to_string(::getpid()) + "_" + name);
   Curve curve;
   run_ranks(mesh_sizes, [&](std::shared_ptr<dist::DeviceMesh> mesh) {
