@@ -2,7 +2,7 @@
 // per rank, one thread each, Gloo on loopback) train llama-small with 8 decoder layers on M = 4,
 // 8 and 16 micro-batches of one 256-token row. Each rank's timeline (parallel/pipeline_timeline.h)
 // splits its step into compute and time blocked in receives; idle is the step less compute, against
-// the bubble (P-1)/(M+P-1). Each rank's peak activation memory is the CPU allocator's peak during
+// the bubble (P-1)/(V*M+P-1), V stages per rank (2 for the interleaved schedules). Each rank's peak activation memory is the CPU allocator's peak during
 // a step over what it held at the start (util/memory_meter.h), with the most micro-batches it held
 // between forward and backward. Run: build/bench_pipeline_bubble [steps]
 #include <netinet/in.h>
@@ -32,6 +32,9 @@ namespace {
 
 // Every schedule name the pipeline knows; names refused as not implemented are listed as such.
 const char* const kSchedules[] = {"GPipe", "1F1B", "Interleaved1F1B", "InterleavedZeroBubble", "ZBVZeroBubble"};
+
+// Stages per rank: two for the interleaved schedules (P = 4 then holds one layer per stage).
+int64_t virtual_stages(const std::string& schedule) { return schedule.rfind("Interleaved", 0) == 0 ? 2 : 1; }
 constexpr int64_t kLayers = 8, kSeq = 256;
 
 struct RankResult {
@@ -58,6 +61,7 @@ void run_rank(int rank, int world, int port, const std::string& schedule, int64_
   model->init_weights(1);
   parallel::ParallelOptions options;
   options.pp.schedule = parallel::parse_pipeline_schedule(schedule);
+  options.pp.virtual_stages = virtual_stages(schedule);
   parallel::ParallelModel pm(model, runtime.mesh, options);
   at::manual_seed(0);
   std::vector<parallel::MicroBatch> batch;
@@ -164,7 +168,7 @@ int main(int argc, char** argv) {
           step = std::max(step, r.step_s);
         }
         std::printf("%-9s %2d %3lld %7.3f %10.3f %-28s %-28s %-28s %-12s %7.2f\n", name, world, (long long)m,
-                    double(world - 1) / double(m + world - 1), idle,
+                    double(world - 1) / double(virtual_stages(name) * m + world - 1), idle,
                     per_rank(ranks, [](const RankResult& r) { return 1 - r.compute_s / r.step_s; }, "%.3f").c_str(),
                     per_rank(ranks, [](const RankResult& r) { return r.wait_s / r.step_s; }, "%.3f").c_str(),
                     per_rank(ranks, [](const RankResult& r) { return r.peak_mb; }, "%.1f").c_str(),
