@@ -3,7 +3,7 @@ peak memory and bytes per mesh dim) next to what rank 0 measured training the sa
 --steps steps (peak_memory_mib and bytes_sent_per_step of the last row of metrics.jsonl).
 Prints a markdown table: predicted / measured peak and the worst per-dim bytes ratio.
 
-Run: python3 bench/planner.py [--config configs/llama-small] [--seq 512] [--batch 4]
+Run: python3 bench/planner.py [--config configs/llama-small] [--seq 512] [--batch 4] [--only NAME]
 Standard library only; temporary directories are removed.
 """
 import argparse
@@ -25,6 +25,11 @@ DENSE = [
     ("tp 2 + sp", 2, "--tp_size 2 --sequence_parallel"),
     ("cp 2", 2, "--cp_size 2"),
     ("FSDP 2 x tp 2", 4, "--dp_shard_size 2 --tp_size 2"),
+    ("pp 2, 1F1B, 4 micro-batches", 2, "--pp_size 2 --gradient_accumulation_steps 4"),
+    ("pp 2, GPipe, 4 micro-batches", 2, "--pp_size 2 --gradient_accumulation_steps 4 --pipeline_parallel_schedule GPipe"),
+    ("pp 2 x V 2, Interleaved1F1B, 4 micro-batches", 2,
+     "--pp_size 2 --pp_virtual_stages 2 --pipeline_parallel_schedule Interleaved1F1B --gradient_accumulation_steps 4"),
+    ("pp 2 x FSDP 2, 2 micro-batches", 4, "--pp_size 2 --dp_shard_size 2 --gradient_accumulation_steps 2"),
 ]
 MOE = [
     ("MoE one rank", 1, ""),
@@ -57,6 +62,7 @@ def main():
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--only", default="", help="run only the layouts whose name contains this")
     a = ap.parse_args()
     shape = ["--seq_len", str(a.seq), "--per_device_train_batch_size", str(a.batch)]
     print(f"| layout | ranks | predicted peak MiB | measured peak MiB | ratio | bytes/step per dim: predicted / measured |")
@@ -66,6 +72,8 @@ def main():
         for config, layouts in ((a.config, DENSE), (a.moe_config, MOE)):
             config = os.path.join(ROOT, config)
             for i, (name, world, flags) in enumerate(layouts):
+                if a.only not in name:
+                    continue
                 out = os.path.join(tmp, f"{os.path.basename(config)}_{i}")
                 pred, meas, ratios, missing, plan = measure(config, world, flags.split(), shape, a.steps, out)
                 dims = ", ".join(f"{d} {r:.4f}" for d, r in sorted(ratios.items())) or "none"

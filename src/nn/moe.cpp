@@ -15,7 +15,7 @@ std::atomic<bool> cuda_grouped_mm_refused{false};
 
 // at::_grouped_mm needs every stride of its operands to be a multiple of 16 bytes.
 bool grouped_mm_applies(const at::Tensor& x, const at::Tensor& w) {
-  if (!x.is_cpu() && !(x.is_cuda() && !cuda_grouped_mm_refused)) return false;
+  if (!x.is_cpu() && (!x.is_cuda() || cuda_grouped_mm_refused)) return false;
   const int64_t align = 16 / static_cast<int64_t>(x.element_size());
   return x.is_contiguous() && w.is_contiguous() && x.size(1) % align == 0 && w.size(1) % align == 0;
 }

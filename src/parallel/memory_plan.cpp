@@ -1,11 +1,13 @@
 #include "parallel/memory_plan.h"
 
 #include <algorithm>
+#include <map>
 #include <numeric>
 
 #include "dist/comm_autograd.h"
 #include "dist/device_mesh.h"
 #include "parallel/fsdp.h"
+#include "parallel/pipeline_schedule.h"
 #include "parallel/tensor_parallel.h"
 
 namespace meshtrain::parallel {
@@ -85,6 +87,43 @@ LayerWidths layer_widths(const models::LlamaForCausalLM& model, int64_t layer, c
   return w;
 }
 
+// What a pipeline rank holds at its fullest, walking its schedule: each forward keeps its
+// stage's activations until the backward (under a split backward, until the weights' gradient)
+// frees them; the stage link keeps every message it sent until the step ends; a backward also
+// holds the gradients in flight through a layer (`backward_working_set`).
+struct Held {
+  int64_t bytes = 0;
+  bool gradients = false;  // whether weight gradients exist by then
+};
+
+Held most_held(const ParallelModel& pm, const std::map<int64_t, int64_t>& saved_by_stage, int64_t micro_batches,
+               int64_t message, int64_t backward_working_set) {
+  const auto& mesh = pm.mesh();
+  const int64_t last_stage = pm.pipeline_stages() - 1;
+  using Kind = PipelineAction::Kind;
+  Held most;
+  int64_t held = 0, sent = 0;
+  bool gradients = false;
+  for (auto& a : pipeline_actions(pm.pipeline().schedule, mesh.coordinate(MeshDim::Pp), mesh.size(MeshDim::Pp),
+                                  micro_batches, pm.pipeline().virtual_stages)) {
+    if (a.kind == Kind::Forward) {
+      held += saved_by_stage.at(a.stage);
+      if (a.stage != last_stage) sent += message;
+      if (held + sent > most.bytes) most = {held + sent, gradients};
+      continue;
+    }
+    if (a.kind != Kind::BackwardWeight) {  // the input's gradient flows back through the stage
+      if (held + sent + backward_working_set > most.bytes) most = {held + sent + backward_working_set, true};
+      if (a.stage != 0) sent += message;
+    }
+    if (a.kind != Kind::BackwardInput) {
+      held -= saved_by_stage.at(a.stage);
+      gradients = true;
+    }
+  }
+  return most;
+}
+
 }  // namespace
 
 int64_t MemoryEstimate::peak() const {
@@ -116,32 +155,55 @@ MemoryEstimate estimate_memory(ParallelModel& pm, const StepShape& shape, const 
   const int64_t block_tokens = shape.micro_batch * shape.seq_len / (mesh.size(MeshDim::Cp) * mesh.size(MeshDim::Sp));
   const int64_t residual_tokens = options.sequence_parallel ? block_tokens / mesh.size(MeshDim::Tp) : block_tokens;
   const int64_t every = options.ac_mode == AcMode::Full ? 1 : options.ac_mode == AcMode::Selective ? options.ac_every : 0;
-  int64_t saved = 0, largest_layer = 0, largest_mlp_width = 0;
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    const auto w = layer_widths(model, l, mesh, options);
-    const std::string mlp = "model.layers." + std::to_string(l) + ".mlp.";
-    largest_mlp_width = std::max(largest_mlp_width, c.is_moe_layer(l) ? c.moe->intermediate_size
-                                                                      : local_rows(model, mlp + "gate_proj.weight", mesh));
-    const int64_t full = (w.residual * residual_tokens + w.block * block_tokens) * kFloat;
-    largest_layer = std::max(largest_layer, full);
-    // A checkpointed layer keeps only its input, and runs again in backward.
-    saved += every > 0 && l % every == 0 ? c.hidden_size * residual_tokens * kFloat : full;
+  // One micro-batch's activations in each stage this rank holds (the whole model without pp).
+  const int64_t pp = mesh.size(MeshDim::Pp), last_stage = pm.pipeline_stages() - 1;
+  const auto stages = pm.held_stages();
+  std::map<int64_t, int64_t> saved_by_stage;
+  int64_t largest_layer = 0, largest_mlp_width = 0;
+  for (auto stage : stages) {
+    const auto [begin, end] = pm.stage_layers(stage);
+    int64_t& saved = saved_by_stage[stage];
+    for (int64_t l = begin; l < end; ++l) {
+      const auto w = layer_widths(model, l, mesh, options);
+      const std::string mlp = "model.layers." + std::to_string(l) + ".mlp.";
+      largest_mlp_width =
+          std::max(largest_mlp_width,
+                   c.is_moe_layer(l) ? c.moe->intermediate_size : local_rows(model, mlp + "gate_proj.weight", mesh));
+      const int64_t full = (w.residual * residual_tokens + w.block * block_tokens) * kFloat;
+      largest_layer = std::max(largest_layer, full);
+      // A checkpointed layer keeps only its input, and runs again in backward.
+      saved += every > 0 && l % every == 0 ? c.hidden_size * residual_tokens * kFloat : full;
+    }
+    // RoPE's cos and sin, and on the last stage the final norm (input, normalised rows, output).
+    saved += 2 * c.head_dim * block_tokens * kFloat;
+    if (stage == last_stage) saved += 3 * c.hidden_size * residual_tokens * kFloat;
   }
-  // The final norm (input, normalised rows, output), and RoPE's cos and sin.
-  saved += (3 * c.hidden_size * residual_tokens + 2 * c.head_dim * block_tokens) * kFloat;
-  // The loss's widest moment: at the start of backward the log-softmax, the gradient of the
-  // loss per logit and that of the log-softmax (3 V); gathering tp-sharded logits over the
-  // vocab also holds the local logits, their transposed and padded copies and the gathered
-  // buffer before its reordering (3 V / tp + 3 V). A vocab-parallel loss keeps V / tp.
-  const int64_t local_vocab = chunk_of(c.vocab_size, mesh, MeshDim::Tp);
-  const bool gathered_logits = mesh.size(MeshDim::Tp) > 1 && !pm.tp_report().logits_vocab_sharded &&
-                               model.placement(model.lm_head ? "lm_head.weight" : "model.embed_tokens.weight")
-                                   .is(MeshDim::Tp, nn::Placement::Kind::Shard);
-  const int64_t widths = pm.tp_report().logits_vocab_sharded ? 3 * local_vocab
-                         : gathered_logits                  ? 3 * c.vocab_size + 3 * local_vocab
-                                                            : 3 * c.vocab_size;
-  e.loss_buffers = widths * block_tokens * kFloat;
-  e.activations = saved;
+  if (pp > 1) {
+    // The gradients in flight through a layer's backward (the layer output's and the
+    // residual's, one of the MLP's width) and the gradient received for the stage's output.
+    const int64_t message = c.hidden_size * residual_tokens * kFloat;
+    const int64_t working_set = 3 * message + largest_mlp_width * block_tokens * kFloat;
+    const auto held = most_held(pm, saved_by_stage, shape.accumulation, message, working_set);
+    e.activations = held.bytes;
+    e.gradients_at_peak = held.gradients;
+  } else {
+    e.activations = saved_by_stage.at(0);
+  }
+  // The loss's widest moment (on the last stage alone): at the start of backward the
+  // log-softmax, the gradient of the loss per logit and that of the log-softmax (3 V);
+  // gathering tp-sharded logits over the vocab also holds the local logits, their transposed and
+  // padded copies and the gathered buffer before its reordering (3 V / tp + 3 V). A
+  // vocab-parallel loss keeps V / tp.
+  if (std::find(stages.begin(), stages.end(), last_stage) != stages.end()) {
+    const int64_t local_vocab = chunk_of(c.vocab_size, mesh, MeshDim::Tp);
+    const bool gathered_logits = mesh.size(MeshDim::Tp) > 1 && !pm.tp_report().logits_vocab_sharded &&
+                                 model.placement(model.lm_head ? "lm_head.weight" : "model.embed_tokens.weight")
+                                     .is(MeshDim::Tp, nn::Placement::Kind::Shard);
+    const int64_t widths = pm.tp_report().logits_vocab_sharded ? 3 * local_vocab
+                           : gathered_logits                  ? 3 * c.vocab_size + 3 * local_vocab
+                                                              : 3 * c.vocab_size;
+    e.loss_buffers = widths * block_tokens * kFloat;
+  }
   // Recomputing a checkpointed layer in backward holds its activations again, once the loss's
   // buffers are gone, with the gradients in flight through it (the layer output's and the
   // residual's, one of the MLP's width).

@@ -19,11 +19,13 @@ struct MemoryEstimate {
   int64_t parameters = 0;       // this rank's shards
   int64_t gradients = 0;        // of the same shapes, made in backward and dropped after the step
   int64_t optimizer_state = 0;  // AdamW's exp_avg and exp_avg_sq
-  int64_t activations = 0;      // saved for backward by one micro-batch's forward
-  int64_t loss_buffers = 0;     // logits and log-softmax of one micro-batch
+  int64_t activations = 0;      // saved for backward by one micro-batch's forward; under pp, the
+                                // most this rank's stages hold at once in the step's schedule
+  int64_t loss_buffers = 0;     // logits and log-softmax of one micro-batch (the last stage's)
   int64_t gathered = 0;         // FSDP: the root unit and two layer units in full (current, prefetched)
   int64_t comm_buffers = 0;     // DDP's buckets, kept from one step to the next
-  bool gradients_at_peak = false;  // with accumulation, earlier micro-batches' gradients are held
+  bool gradients_at_peak = false;  // with accumulation (under pp: a backward before the fullest
+                                   // moment), earlier micro-batches' gradients are held
   // At the start of the last micro-batch's backward, where the activations are all held.
   int64_t peak() const;
 };

@@ -107,6 +107,11 @@ ParallelModel::ParallelModel(std::shared_ptr<models::LlamaForCausalLM> model,
 
 ParallelModel::~ParallelModel() = default;
 
+std::vector<int64_t> ParallelModel::held_stages() const {
+  const int64_t pp = mesh_->size(MeshDim::Pp);
+  return rank_stages(mesh_->coordinate(MeshDim::Pp), pp, pp > 1 ? pipeline_.virtual_stages : 1);
+}
+
 at::Tensor ParallelModel::forward(const at::Tensor& input_ids, const at::Tensor& position_ids,
                                   models::Routing* routing, const at::Tensor& document_ids) {
   MT_CHECK(!model_->is_slice(), "a whole-model forward (generate) needs pp_size 1, got pp_size ",

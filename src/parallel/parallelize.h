@@ -59,6 +59,10 @@ class ParallelModel {
                            const at::Tensor& position_ids = {}, models::Routing* routing = nullptr);
   // All the pipeline's stages (pp_size · virtual stages); 1 without pp.
   int64_t pipeline_stages() const { return static_cast<int64_t>(stage_layers_.size()); }
+  // The decoder layers [begin, end) of a stage (global); all of them without pp.
+  std::pair<int64_t, int64_t> stage_layers(int64_t stage) const { return stage_layers_.at(static_cast<size_t>(stage)); }
+  // The stages this rank holds, in order (stage 0 alone without pp).
+  std::vector<int64_t> held_stages() const;
   // The summed cross entropy of the last stage's logits against the micro-batch's targets.
   at::Tensor logits_loss_sum(const at::Tensor& logits, const at::Tensor& targets);
   // The shape of the hidden states passed between stages for a micro-batch of input_ids:

@@ -74,6 +74,26 @@ TrafficEstimate estimate_traffic(ParallelModel& pm, const StepShape& shape, cons
   // Tokens of one micro-batch on this rank, and one hidden state of them.
   const int64_t tokens = shape.micro_batch * shape.seq_len / (n(MeshDim::Cp) * n(MeshDim::Sp));
   const uint64_t hidden = static_cast<uint64_t>(tokens * c.hidden_size) * 4;
+
+  // The decoder layers of this rank's stages (all of them without pp), and whether it holds the
+  // embedding (first stage) and the head (last).
+  const auto stages = pm.held_stages();
+  const int64_t last_stage = pm.pipeline_stages() - 1;
+  const bool first = stages.front() == 0, last = stages.back() == last_stage;
+  std::vector<int64_t> held;
+  for (auto stage : stages)
+    for (auto [l, end] = pm.stage_layers(stage); l < end; ++l) held.push_back(l);
+  const auto layers = static_cast<int64_t>(held.size());
+  const auto moe_layers = std::count_if(held.begin(), held.end(), [&](int64_t l) { return c.is_moe_layer(l); });
+  if (n(MeshDim::Pp) > 1) {
+    // Each micro-batch's hidden states leave every stage but the last, their gradients every
+    // stage but the first (the residual stream's shard: / tp under sequence parallelism); the
+    // loss and the gradient norm are summed over the stages.
+    const int64_t sent_stages = static_cast<int64_t>(stages.size()) * 2 - (first ? 1 : 0) - (last ? 1 : 0);
+    const uint64_t activation = options.sequence_parallel ? hidden / static_cast<uint64_t>(n(MeshDim::Tp)) : hidden;
+    add(MeshDim::Pp, micro * static_cast<uint64_t>(sent_stages) * activation + 2 * all_reduce(8, n(MeshDim::Pp)));
+    if (c.moe) t.unmodelled.push_back("MoE routing sums over pp");
+  }
   if (n(MeshDim::Tp) > 1) {
     const int64_t tp = n(MeshDim::Tp);
     const bool sp = options.sequence_parallel;
@@ -83,9 +103,9 @@ TrafficEstimate estimate_traffic(ParallelModel& pm, const StepShape& shape, cons
     // block sees the tokens whole over tp and sends nothing on it unless it gathers a sequence
     // or splits its experts inside.
     const uint64_t per_block = sp ? 4 * ring_share(hidden, tp) : 2 * all_reduce(hidden, tp);
-    const int64_t blocks = c.num_hidden_layers + (c.num_hidden_layers - (c.moe ? c.num_moe_layers() : 0));
+    const int64_t blocks = layers + (layers - moe_layers);
     add(MeshDim::Tp, micro * static_cast<uint64_t>(blocks) * per_block);
-    for (int64_t l = 0; l < c.num_hidden_layers && c.moe; ++l) {
+    for (auto l : held) {
       if (!c.is_moe_layer(l)) continue;
       const auto& experts = model.placement("model.layers." + std::to_string(l) + ".mlp.experts.gate_up_proj");
       using enum nn::Placement::Kind;
@@ -101,8 +121,8 @@ TrafficEstimate estimate_traffic(ParallelModel& pm, const StepShape& shape, cons
     else
       head += ring_share(padded(c.vocab_size, tp, static_cast<uint64_t>(tokens) * 4), tp);
     // sp: the replicated embedding's output is cut to the sequence shard (backward: gathered).
-    if (sp) head += ring_share(hidden, tp);
-    add(MeshDim::Tp, micro * head);
+    const uint64_t embedding = sp ? ring_share(hidden, tp) : 0;
+    add(MeshDim::Tp, micro * ((last ? head : 0) + (first ? embedding : 0)));
   }
   if (n(MeshDim::Cp) > 1) {
     const int64_t cp = n(MeshDim::Cp);
@@ -114,7 +134,7 @@ TrafficEstimate estimate_traffic(ParallelModel& pm, const StepShape& shape, cons
     const uint64_t per_layer = options.cp_comm_strategy == CpCommStrategy::Ring
                                    ? (2 * (cp - 1) + cp) * kv
                                    : 3 * ring_share(kv * cp, cp);
-    add(MeshDim::Cp, micro * static_cast<uint64_t>(c.num_hidden_layers) * per_layer);
+    add(MeshDim::Cp, micro * static_cast<uint64_t>(layers) * per_layer);
   }
   if (n(MeshDim::Sp) > 1) t.unmodelled.push_back("Ulysses all-to-all on sp");
   if (options.ep_size > 1 && c.moe) {
@@ -132,7 +152,7 @@ TrafficEstimate estimate_traffic(ParallelModel& pm, const StepShape& shape, cons
       per_layer = counts + 4 * ring_share(routed * static_cast<uint64_t>(c.hidden_size) * 4, ep);
       t.estimated[MeshDim::Ep] = "the all-to-all rows assume tokens routed evenly over the ep ranks";
     }
-    add(MeshDim::Ep, micro * static_cast<uint64_t>(c.num_moe_layers()) * per_layer);
+    add(MeshDim::Ep, micro * static_cast<uint64_t>(moe_layers) * per_layer);
   }
   if (options.ac_mode != AcMode::None && (n(MeshDim::Tp) > 1 || n(MeshDim::Cp) > 1 || options.ep_size > 1))
     t.unmodelled.push_back("collectives re-issued by activation checkpointing's recomputation");

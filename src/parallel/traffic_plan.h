@@ -1,8 +1,8 @@
 // The bytes each mesh dim's group sends in one training step on one rank, predicted without
 // running it, counted as dist/collectives.h counts them: gradient sync from the sync plan, FSDP's
 // gathers and reduce-scatters per unit, tensor / sequence parallel block collectives, the ring's
-// K/V, and the step's scalar reductions. Traffic it cannot predict is named in
-// `unmodelled`, traffic that depends on the data in `estimated`.
+// K/V, the pipeline's activations and their gradients, and the step's scalar reductions. Traffic
+// it cannot predict is named in `unmodelled`, traffic that depends on the data in `estimated`.
 #pragma once
 #include <map>
 #include <string>

@@ -82,6 +82,7 @@ struct Prediction {
 
 Prediction predict(const std::string& config_path, const dist::MeshSizes& sizes, int rank,
                    const parallel::ParallelOptions& options, const parallel::StepShape& shape) {
+  if (sizes.pp > 1) parallel::check_pipeline_micro_batches(options.pp.schedule, sizes.pp, shape.accumulation);
   auto mesh = std::make_shared<dist::DeviceMesh>(sizes, rank);
   mesh->create_layout_groups();
   auto model = std::make_shared<models::LlamaForCausalLM>(models::LlamaConfig::load(config_path));
@@ -196,7 +197,6 @@ int run_plan(const Args& argv) {
   if (rank < 0 || rank >= world) throw UsageError(str_cat("meshtrain plan: --rank must be in [0, ", world, "), got ", rank));
   if (flags.has("json")) {
     if (!flags.has("config_name")) throw UsageError("meshtrain plan: --json needs --config_name");
-    if (sizes.pp > 1) throw UsageError("meshtrain plan: --json: memory and traffic are not predicted under pp_size > 1 yet");
     std::cout << prediction_json(predict(resolve_path(flags.get("config_name", "")), sizes, static_cast<int>(rank),
                                          plan_options(flags), shape))
                      .dump(1)
@@ -234,11 +234,12 @@ int run_plan(const Args& argv) {
     const auto options = plan_options(flags);
     if (sizes.pp > 1) print_stages(config, sizes, options);
     print_sync_plan(config, sizes, static_cast<int>(rank), options);
-    if (sizes.pp > 1) {
-      std::printf("memory and traffic are not predicted under pipeline parallelism yet\n");
-      return 0;
+    try {
+      print_prediction(predict(config, sizes, static_cast<int>(rank), options, shape), static_cast<int>(rank));
+    } catch (const UsageError& e) {  // the layout is shown; the step it would run is not valid
+      if (sizes.pp == 1) throw;
+      std::printf("memory and traffic are not predicted: %s\n", e.what());
     }
-    print_prediction(predict(config, sizes, static_cast<int>(rank), options, shape), static_cast<int>(rank));
   }
   return 0;
 }

@@ -1,6 +1,6 @@
 // `meshtrain plan` checked against the runs it predicts: for a handful of layouts (DDP, FSDP,
-// tp, tp with sequence parallelism, cp, expert parallelism both ways, FSDP × tp, and activation
-// checkpointing) rank 0's predicted peak memory is within 15% of the peak its memory meter
+// tp, tp with sequence parallelism, cp, expert parallelism both ways, FSDP × tp, activation
+// checkpointing, and pipeline stages under 1F1B and GPipe, also with FSDP and tp) rank 0's predicted peak memory is within 15% of the peak its memory meter
 // measured in training, and the bytes each mesh dim sends per step within 2% of the counters
 // (5% where they depend on the routing).
 #include <gtest/gtest.h>
@@ -72,6 +72,19 @@ TEST(Planner, PredictsDenseLayoutsPeakMemoryAndBytesPerDim) {
            {"cp", "llama-tiny", 2, " --cp_size 2"},
            {"fsdp_tp", "llama-tiny", 4, " --dp_shard_size 2 --tp_size 2"},
            {"checkpointed", "llama-tiny", 1, " --gradient_checkpointing"},
+       })
+    expect_prediction_matches_the_run(layout);
+}
+
+// Rank 0 is the first stage: the activations 1F1B keeps in flight, the hidden states it sends on.
+TEST(Planner, PredictsPipelineLayouts) {
+  for (const auto& layout : std::vector<Layout>{
+           {"pp", "llama-tiny", 2, " --pp_size 2 --gradient_accumulation_steps 4"},
+           {"pp_gpipe", "llama-tiny", 2,
+            " --pp_size 2 --gradient_accumulation_steps 4 --pipeline_parallel_schedule GPipe"},
+           {"pp_fsdp", "llama-tiny", 4, " --pp_size 2 --dp_shard_size 2 --gradient_accumulation_steps 2"},
+           {"pp_tp_sp", "llama-tiny", 4,
+            " --pp_size 2 --tp_size 2 --sequence_parallel --gradient_accumulation_steps 2"},
        })
     expect_prediction_matches_the_run(layout);
 }
