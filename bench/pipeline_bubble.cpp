@@ -2,9 +2,9 @@
 // per rank, one thread each, Gloo on loopback) train llama-small with 8 decoder layers on M = 4,
 // 8 and 16 micro-batches of one 256-token row. Each rank's timeline (parallel/pipeline_timeline.h)
 // splits its step into compute and time blocked in receives; idle is the step less compute, against
-// the bubble (P-1)/(V*M+P-1), V stages per rank (2 for the interleaved schedules). Each rank's peak activation memory is the CPU allocator's peak during
-// a step over what it held at the start (util/memory_meter.h), with the most micro-batches it held
-// between forward and backward. Run: build/bench_pipeline_bubble [steps]
+// the bubble (P-1)/(V*M+P-1), V stages per rank (2 for the interleaved schedules). Each rank's peak
+// activation memory is the CPU allocator's peak during a step over what it held at the start
+// (util/memory_meter.h), with the most micro-batches it held between forward and backward. Run: build/bench_pipeline_bubble [steps]
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <torch/torch.h>
@@ -35,6 +35,7 @@ const char* const kSchedules[] = {"GPipe", "1F1B", "Interleaved1F1B", "Interleav
 
 // Stages per rank: two for the interleaved schedules (P = 4 then holds one layer per stage).
 int64_t virtual_stages(const std::string& schedule) { return schedule.rfind("Interleaved", 0) == 0 ? 2 : 1; }
+
 constexpr int64_t kLayers = 8, kSeq = 256;
 
 struct RankResult {

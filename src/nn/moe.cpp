@@ -37,10 +37,10 @@ at::Tensor grouped_linear(const at::Tensor& x, const at::Tensor& w, const std::v
     int64_t end = 0;
     for (size_t g = 0; g < counts.size(); ++g) ends[g] = static_cast<int32_t>(end += counts[g]);
     auto offs = at::tensor(ends, at::TensorOptions(at::kInt)).to(x.device());
-    if (!(chosen && x.is_cuda())) return at::_grouped_mm(x, w.transpose(1, 2), offs);
     try {  // its checks run before any kernel starts
       return at::_grouped_mm(x, w.transpose(1, 2), offs);
     } catch (const c10::Error&) {
+      if (!(chosen && x.is_cuda())) throw;  // asked for, or on CPU: the error stands
       cuda_grouped_mm_refused = true;
     }
   }

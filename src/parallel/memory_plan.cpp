@@ -194,7 +194,7 @@ MemoryEstimate estimate_memory(ParallelModel& pm, const StepShape& shape, const 
   // gathering tp-sharded logits over the vocab also holds the local logits, their transposed and
   // padded copies and the gathered buffer before its reordering (3 V / tp + 3 V). A
   // vocab-parallel loss keeps V / tp.
-  if (std::find(stages.begin(), stages.end(), last_stage) != stages.end()) {
+  if (stages.back() == last_stage) {
     const int64_t local_vocab = chunk_of(c.vocab_size, mesh, MeshDim::Tp);
     const bool gathered_logits = mesh.size(MeshDim::Tp) > 1 && !pm.tp_report().logits_vocab_sharded &&
                                  model.placement(model.lm_head ? "lm_head.weight" : "model.embed_tokens.weight")

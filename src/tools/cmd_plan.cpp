@@ -82,7 +82,6 @@ struct Prediction {
 
 Prediction predict(const std::string& config_path, const dist::MeshSizes& sizes, int rank,
                    const parallel::ParallelOptions& options, const parallel::StepShape& shape) {
-  if (sizes.pp > 1) parallel::check_pipeline_micro_batches(options.pp.schedule, sizes.pp, shape.accumulation);
   auto mesh = std::make_shared<dist::DeviceMesh>(sizes, rank);
   mesh->create_layout_groups();
   auto model = std::make_shared<models::LlamaForCausalLM>(models::LlamaConfig::load(config_path));
@@ -197,6 +196,8 @@ int run_plan(const Args& argv) {
   if (rank < 0 || rank >= world) throw UsageError(str_cat("meshtrain plan: --rank must be in [0, ", world, "), got ", rank));
   if (flags.has("json")) {
     if (!flags.has("config_name")) throw UsageError("meshtrain plan: --json needs --config_name");
+    if (sizes.pp > 1)
+      parallel::check_pipeline_micro_batches(plan_options(flags).pp.schedule, sizes.pp, shape.accumulation);
     std::cout << prediction_json(predict(resolve_path(flags.get("config_name", "")), sizes, static_cast<int>(rank),
                                          plan_options(flags), shape))
                      .dump(1)
@@ -234,12 +235,15 @@ int run_plan(const Args& argv) {
     const auto options = plan_options(flags);
     if (sizes.pp > 1) print_stages(config, sizes, options);
     print_sync_plan(config, sizes, static_cast<int>(rank), options);
-    try {
-      print_prediction(predict(config, sizes, static_cast<int>(rank), options, shape), static_cast<int>(rank));
-    } catch (const UsageError& e) {  // the layout is shown; the step it would run is not valid
-      if (sizes.pp == 1) throw;
-      std::printf("memory and traffic are not predicted: %s\n", e.what());
+    if (sizes.pp > 1) {
+      try {
+        parallel::check_pipeline_micro_batches(options.pp.schedule, sizes.pp, shape.accumulation);
+      } catch (const UsageError& e) {  // the layout is shown; the step it would run is not valid
+        std::printf("memory and traffic are not predicted: %s\n", e.what());
+        return 0;
+      }
     }
+    print_prediction(predict(config, sizes, static_cast<int>(rank), options, shape), static_cast<int>(rank));
   }
   return 0;
 }

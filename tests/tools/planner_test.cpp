@@ -1,8 +1,9 @@
 // `meshtrain plan` checked against the runs it predicts: for a handful of layouts (DDP, FSDP,
 // tp, tp with sequence parallelism, cp, expert parallelism both ways, FSDP × tp, activation
-// checkpointing, and pipeline stages under 1F1B and GPipe, also with FSDP and tp) rank 0's predicted peak memory is within 15% of the peak its memory meter
-// measured in training, and the bytes each mesh dim sends per step within 2% of the counters
-// (5% where they depend on the routing).
+// checkpointing, and pipeline stages under 1F1B and GPipe, also with FSDP and tp) rank 0's
+// predicted peak memory is within 15% of the peak its memory meter measured in training, and the
+// bytes each mesh dim sends per step within 2% of the counters (5% where they depend on the
+// routing).
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
